@@ -1,0 +1,17 @@
+"""The one error family that reaches the user as a single line (see cli.main)."""
+
+
+class DasdError(Exception):
+    """A user-facing error: the message names the culprit (file, field, value)."""
+
+
+class InputError(DasdError):
+    """Bad input data: missing file, malformed row, missing or unknown field."""
+
+
+class ModelError(DasdError):
+    """A model that cannot be used: missing, not a causal LM, context too small."""
+
+
+class ConfigError(DasdError, ValueError):
+    """An option outside its legal range."""

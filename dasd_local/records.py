@@ -1,0 +1,125 @@
+"""Generation output: JSONL records written as they finish, resume, and the manifest.
+
+Knows files; knows nothing about decoding. A run's output `OUT.jsonl` gets one line
+per finished problem, appended and flushed at once (a killed run keeps every finished
+line); problems that could not be run go to `OUT.failed.jsonl`; `OUT.manifest.json`
+is written last, so a half-written run is visible by its missing manifest. When the
+run completes, the records are put back into input order (temp file + rename), so a
+resumed run ends with the same file as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .errors import InputError
+
+
+def sidecar(out: Path, kind: str) -> Path:
+    return out.with_name(out.name.removesuffix(".jsonl") + f".{kind}")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path, strict: bool = False) -> tuple[list[dict], list[str]]:
+    """Records of a JSONL file and the problems found ('file:line: why'). A line that is not
+    JSON is skipped (an error when strict)."""
+    records, problems = [], []
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                msg = f"{path}:{n}: malformed record ({e})"
+                if strict:
+                    raise InputError(msg) from None
+                problems.append(msg)
+                continue
+            records.append(rec)
+    return records, problems
+
+
+class RunWriter:
+    """Appends finished records; on open, keeps what a previous (killed) run finished."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.failed_path = sidecar(self.out, "failed.jsonl")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        if self.out.exists():
+            self._recover(self.out, self.done)
+        if self.failed_path.exists():
+            self._recover(self.failed_path, self.failed)
+        sidecar(self.out, "manifest.json").unlink(missing_ok=True)  # the run is open again
+        self._f = self.out.open("a", encoding="utf-8")
+        self._ff = None
+
+    @staticmethod
+    def _recover(path: Path, ids: set[str]) -> None:
+        """Keep the complete lines of `path` (a kill may cut the last one) and note their ids."""
+        records, problems = read_jsonl(path)
+        if problems:  # rewrite without the torn line, never in place
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        ids.update(str(r["id"]) for r in records if "id" in r)
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+        self.done.add(str(record["id"]))
+
+    def write_failed(self, pid: str, error: str) -> None:
+        if self._ff is None:
+            self._ff = self.failed_path.open("a", encoding="utf-8")
+        self._ff.write(json.dumps({"id": pid, "error": error}, ensure_ascii=False) + "\n")
+        self._ff.flush()
+        self.failed.add(pid)
+
+    def finish(self, order: Iterable[str], manifest: dict) -> None:
+        """Sort records into input order, then write the manifest (last)."""
+        self.close()
+        records, _ = read_jsonl(self.out)
+        rank = {pid: i for i, pid in enumerate(order)}
+        records.sort(key=lambda r: rank.get(str(r["id"]), len(rank)))
+        atomic_write_text(self.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_text(sidecar(self.out, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+
+    def close(self) -> None:
+        for f in (self._f, self._ff):
+            if f is not None and not f.closed:
+                f.close()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("dasd-local", "llama-cpp-python", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out

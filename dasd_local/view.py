@@ -1,0 +1,99 @@
+"""The rich terminal view of token choices: each response token coloured by its category.
+
+Reads generation records; needs no model, except to spell out the candidates of
+non-consistent tokens (`--candidates`), which are stored as token ids.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from .errors import InputError
+from .records import read_jsonl, sidecar
+
+STYLES = {"consistent": "", "reserved": "bold yellow", "base_selected": "bold cyan", "hard": "bold white on red", None: ""}
+LEGEND = [("consistent", "both views' top token"), ("reserved", "reference's top token, plausible to base"),
+          ("base_selected", "a lower reference candidate the base finds plausible"),
+          ("hard", "no candidate plausible to base")]
+
+
+def legend():
+    from rich.text import Text
+
+    t = Text("legend: ")
+    for cat, what in LEGEND:
+        t.append(cat, style=STYLES[cat] or "underline")
+        t.append(f" = {what}   ")
+    return t
+
+
+def response_text(record: dict):
+    from rich.text import Text
+
+    t = Text()
+    for step in record.get("steps", []):
+        t.append(step.get("text", ""), style=STYLES.get(step.get("category"), ""))
+    return t
+
+
+def counts_line(record: dict) -> str:
+    cats = Counter(s.get("category") for s in record.get("steps", []))
+    n = max(len(record.get("steps", [])), 1)
+    parts = [f"{c} {cats.get(c, 0)} ({100 * cats.get(c, 0) / n:.1f}%)" for c, _ in LEGEND]
+    low = sum(1 for s in record.get("steps", []) if s.get("p_base", 1.0) < 0.4)
+    return f"{n} tokens: " + ", ".join(parts) + f"; p_base < 0.4 (PPL > 2.5): {low}"
+
+
+def candidates_table(record: dict, spell):
+    from rich.table import Table
+
+    table = Table(title="non-consistent choices", show_lines=False)
+    for col in ("#", "emitted", "category", "candidates (token p_R / p_B)"):
+        table.add_column(col)
+    for i, s in enumerate(record.get("steps", [])):
+        if s.get("category") in (None, "consistent"):
+            continue
+        cands = "  ".join(f"{spell(t)!r} {pr:.2f}/{pb:.2f}" for t, pr, pb in s.get("candidates", []))
+        table.add_row(str(i), repr(s.get("text", "")), s["category"], cands or "(run generate with --record-candidates)")
+    return table
+
+
+def _speller(path: Path, model: str | None):
+    """token id -> text, from the run's model (its manifest) or the given one."""
+    import json
+
+    from .engine import Engine, EngineConfig
+    from .models import resolve
+
+    if model is None:
+        manifest = sidecar(path, "manifest.json")
+        if manifest.exists():
+            model = json.loads(manifest.read_text())["model"]
+    engine = Engine(resolve(model)[0], EngineConfig(n_ctx=64, n_seq_max=1))
+    return lambda tok: engine.token_text(int(tok)).decode("utf-8", "replace")
+
+
+def show(path: Path, pid: str | None = None, candidates: bool = False, limit: int = 3,
+         model: str | None = None, console=None) -> int:
+    """Print records (all up to `limit`, or the one with id `pid`); returns how many."""
+    from rich.console import Console
+    from rich.panel import Panel
+
+    console = console or Console()
+    records, _ = read_jsonl(Path(path))
+    if pid is not None:
+        records = [r for r in records if str(r.get("id")) == pid]
+        if not records:
+            raise InputError(f"{path}: no record with id {pid!r}")
+    records = records[:limit] if pid is None else records
+    spell = _speller(Path(path), model) if candidates else None
+    console.print(legend())
+    for r in records:
+        title = f"{r.get('id')}  [{r.get('strategy')}]  finish={r.get('finish_reason')}"
+        if "correct" in r:
+            title += f"  correct={r['correct']}"
+        console.print(Panel(response_text(r), title=title, subtitle=counts_line(r)))
+        if candidates:
+            console.print(candidates_table(r, spell))
+    return len(records)

@@ -1,0 +1,136 @@
+"""The per-step rules on hand-made distributions (no model)."""
+
+import numpy as np
+import pytest
+
+from dasd_local import rules
+from dasd_local.rules import BASE_SELECTED, CONSISTENT, HARD, RESERVED, RuleConfig, choose
+
+V = 10
+
+
+def logits_from_probs(p):
+    """Logits whose softmax is `p` (rows normalised; tiny floor for zeros)."""
+    p = np.asarray(p, dtype=np.float64)
+    p = p / p.sum(axis=-1, keepdims=True)
+    return np.log(np.maximum(p, 1e-12)).astype(np.float32)
+
+
+def dist(spec, v=V):
+    """A distribution over v tokens from {token: prob}, the rest spread evenly."""
+    p = np.zeros(v)
+    for tok, pr in spec.items():
+        p[tok] = pr
+    rest = [i for i in range(v) if i not in spec]
+    p[rest] = (1 - sum(spec.values())) / len(rest)
+    return p
+
+
+def one(strategy, pb, pr, **cfg):
+    picks = choose(strategy, logits_from_probs([pb]), logits_from_probs([pr]), RuleConfig(**cfg))
+    return picks, int(picks.token[0]), int(picks.category[0])
+
+
+def test_identical_views_are_consistent():
+    p = dist({3: 0.6, 1: 0.2})
+    picks, tok, cat = one("dasd", p, p)
+    assert (tok, cat) == (3, CONSISTENT)
+    assert picks.p_base[0] == pytest.approx(0.6, rel=1e-5)
+    assert picks.p_ref[0] == pytest.approx(0.6, rel=1e-5)
+    assert picks.ref_rank[0] == 0
+
+
+def test_reference_top_passing_threshold_is_reserved():
+    pr = dist({5: 0.7, 2: 0.2})
+    pb = dist({2: 0.5, 5: 0.25})  # base prefers 2, but 5 passes tau
+    _, tok, cat = one("dasd", pb, pr)
+    assert (tok, cat) == (5, RESERVED)
+
+
+def test_candidate_just_under_tau_is_skipped():
+    pr = dist({5: 0.5, 2: 0.3, 7: 0.1})
+    pb = dist({5: 0.1999, 2: 0.15, 7: 0.4})
+    picks, tok, cat = one("dasd", pb, pr, tau=0.2)
+    assert (tok, cat) == (7, BASE_SELECTED)
+    assert picks.ref_rank[0] == 2
+    # the same candidate at exactly tau passes
+    pb2 = dist({5: 0.2, 2: 0.15, 7: 0.4})
+    _, tok2, cat2 = one("dasd", pb2, pr, tau=0.2)
+    assert (tok2, cat2) == (5, RESERVED)
+
+
+def test_hard_modes():
+    pr = dist({1: 0.5, 2: 0.3, 3: 0.15}, v=40)  # top-6 = 1, 2, 3 and three tiny ones
+    pb = dist({9: 0.9}, v=40)  # base finds no candidate plausible
+    _, tok, cat = one("dasd", pb, pr, hard_mode="ref")
+    assert (tok, cat) == (1, HARD)
+    _, tok, cat = one("dasd", pb, pr, hard_mode="base")
+    assert (tok, cat) == (9, HARD)
+
+
+def test_top_k_limits_candidates():
+    pr = dist({0: 0.3, 1: 0.25, 2: 0.2, 3: 0.15})
+    pb = dist({3: 0.9})
+    _, tok, cat = one("dasd", pb, pr, top_k=3)
+    assert cat == HARD and tok == 0
+    _, tok, cat = one("dasd", pb, pr, top_k=4)
+    assert (tok, cat) == (3, BASE_SELECTED)
+
+
+def test_agreeing_argmax_below_tau_is_not_consistent():
+    flat = np.full(V, 1.0 / V) + np.eye(V)[4] * 0.05  # argmax 4 with p < tau
+    pr = dist({4: 0.9})
+    picks, tok, cat = one("dasd", flat, pr)
+    assert cat == HARD and tok == 4
+
+
+def test_greedy_strategies():
+    pr = dist({5: 0.7})
+    pb = dist({2: 0.6})
+    assert one("self-distill", pb, pr)[1] == 5
+    assert one("base", pb, pr)[1] == 2
+    assert one("self-distill", pb, pr)[2] == rules.NO_CATEGORY
+
+
+def test_base_without_reference_view():
+    picks = choose("base", logits_from_probs([dist({2: 0.6})]), None, RuleConfig())
+    assert int(picks.token[0]) == 2 and picks.p_ref is None
+    with pytest.raises(ValueError, match="reference"):
+        choose("dasd", logits_from_probs([dist({2: 0.6})]), None, RuleConfig())
+
+
+def test_hint_phases_and_mixing():
+    pr = dist({5: 0.6, 2: 0.3})
+    pb = dist({2: 0.9})
+    lb, lr = logits_from_probs([pb] * 3), logits_from_probs([pr] * 3)
+    phase = np.array([rules.HINT_REF, rules.HINT_MIX, rules.HINT_BASE])
+    picks = choose("hint", lb, lr, RuleConfig(hint_beta=3.0), hint_phase=phase)
+    assert int(picks.token[0]) == 5  # R alone
+    assert int(picks.token[2]) == 2  # B alone
+    # mixed: l = clamp(3 H/log V) -> compare with a direct computation
+    logp_r, logp_b = np.log(pr), np.log(pb)
+    lam = min(1.0, 3 * -(pr * logp_r).sum() / np.log(V))
+    assert int(picks.token[1]) == int(np.argmax((1 - lam) * logp_r + lam * logp_b))
+
+
+def test_rows_are_independent_and_vectorized():
+    rng = np.random.default_rng(0)
+    lb = rng.normal(size=(7, 300)).astype(np.float32) * 3
+    lr = rng.normal(size=(7, 300)).astype(np.float32) * 3
+    cfg = RuleConfig(tau=0.05)
+    batch = choose("dasd", lb, lr, cfg)
+    for i in range(7):
+        single = choose("dasd", lb[i:i + 1], lr[i:i + 1], cfg)
+        assert single.token[0] == batch.token[i] and single.category[0] == batch.category[i]
+        # check the rule directly on a full sort
+        pr = np.exp(lr[i] - np.logaddexp.reduce(lr[i].astype(np.float64)))
+        pb = np.exp(lb[i] - np.logaddexp.reduce(lb[i].astype(np.float64)))
+        cands = np.argsort(-pr, kind="stable")[:6]
+        want = next((c for c in cands if pb[c] >= 0.05), cands[0])
+        assert batch.token[i] == want
+        assert batch.p_ref[i] == pytest.approx(pr[want], rel=1e-4)
+
+
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match="strategy"):
+        choose("beam", np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), RuleConfig())
