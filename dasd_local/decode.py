@@ -17,6 +17,7 @@ import numpy as np
 
 from . import rules
 from .errors import ConfigError
+from .draft import DraftLength, NgramIndex
 from .prompts import ViewBuilder, Views, shared_prefix
 from .tasks import Problem, Task
 
@@ -36,6 +37,10 @@ class DecodeConfig:
     record_candidates: bool = field(default=False, metadata={"help": "store each step's K candidates"})
     base_only: bool = field(default=False, metadata={"help": "decode the base view alone (strategy base)"})
     share_prefix: bool = field(default=True, metadata={"help": "prefill the views' common prefix once"})
+    speculate: str = field(default="auto", metadata={"help": "prompt-lookup drafts: on | off | auto"})
+    draft_max: int = field(default=8, metadata={"help": "most drafted tokens per problem and step"})
+    ngram: int = field(default=3, metadata={"help": "longest suffix matched when drafting"})
+    spec_rows: int = field(default=32, metadata={"help": "auto: draft only while a decode call has fewer rows"})
 
     def __post_init__(self):
         checks = [
@@ -48,6 +53,9 @@ class DecodeConfig:
             (1 <= self.batch <= 128, "batch", "in [1, 128]"),
             (self.step_tokens >= 2 * self.batch, "step_tokens", f">= 2 x batch = {2 * self.batch}"),
             (not self.base_only or self.strategy == "base", "base_only", "only with strategy base"),
+            (self.speculate in ("on", "off", "auto"), "speculate", "on, off or auto"),
+            (0 <= self.draft_max <= 64, "draft_max", "in [0, 64]"),
+            (self.ngram >= 1, "ngram", ">= 1"),
         ]
         for ok, name, legal in checks:
             if not ok:
@@ -87,6 +95,14 @@ class Slot:
     text: bytes = b""
     boxed: bool = False
     finish: str | None = None
+    stop_step: dict | None = None
+    lookup: NgramIndex | None = None  # n-grams of the reference view's text, for drafting
+    dlen: DraftLength = field(default_factory=DraftLength)
+    draft: list[int] = field(default_factory=list)
+
+    @property
+    def decoding(self) -> bool:
+        return self.b.ready and (self.r is None or self.r.ready)
 
     def place(self, index: int) -> None:
         """Take the sequence ids of slot `index`: 2i for B, 2i+1 for R."""
@@ -105,6 +121,8 @@ class Stats:
     decode_calls: int = 0
     rows: int = 0  # entries carried by decode calls
     emitted: int = 0
+    drafted: int = 0
+    accepted: int = 0
     finished: int = 0
     categories: dict = field(default_factory=lambda: {c: 0 for c in rules.CATEGORIES})
 
@@ -136,7 +154,8 @@ class Decoder:
         views = self.builder.views(problem)
         b = View(-1, list(views.base_tokens))  # copies: views grow as tokens are emitted
         r = None if self.cfg.base_only else View(-1, list(views.ref_tokens))
-        slot = Slot(problem, views, b, r)
+        slot = Slot(problem, views, b, r, lookup=NgramIndex((r or b).prompt, self.cfg.ngram),
+                    dlen=DraftLength(self.cfg.draft_max // 2, self.cfg.draft_max))
         limit = min(self.engine.config.n_ctx, self.engine.n_ctx_train)
         longest = max(len(b.prompt), len(r.prompt) if r else 0) + self.cfg.max_new_tokens
         if slot.cells(self.cfg.max_new_tokens) > self.engine.config.n_ctx or longest > limit:
@@ -168,57 +187,99 @@ class Decoder:
             view.ready = view.fed == len(view.prompt) - 1
         return used
 
+    def _draft_allowance(self, n_ready: int) -> int:
+        """Draft tokens each decoding problem may add this step. `auto` fills the decode call
+        up to `spec_rows` rows: on a compute-bound CPU with a full batch that is none."""
+        if self.cfg.speculate == "off" or n_ready == 0:
+            return 0
+        views = 1 if self.cfg.base_only else 2
+        room = self.cfg.step_tokens // (n_ready * views) - 1
+        if self.cfg.speculate == "auto":
+            room = min(room, self.cfg.spec_rows // (n_ready * views) - 1)
+        return max(0, min(room, self.cfg.draft_max))
+
     def _entries(self, slots: list[Slot]) -> list:
-        """Decode rows of ready problems first, then prefill chunks in the remaining budget."""
+        """Decode rows of ready problems (next token + draft) first, then prefill chunks in
+        the remaining budget. Wanted entries carry (slot index, view, row in draft)."""
         entries = []
-        for i, s in enumerate(slots):
-            if s is not None and s.b.ready and (s.r is None or s.r.ready):
-                for view in (s.b, s.r):
-                    if view is not None:
-                        entries.append((view.next_token, view.fed, view.seq, True, i))
+        ready = [i for i, s in enumerate(slots) if s is not None and s.decoding]
+        allowance = self._draft_allowance(len(ready))
+        for i in ready:
+            s = slots[i]
+            d = min(allowance, s.dlen.value, self.cfg.max_new_tokens - len(s.response) - 1)
+            s.draft = s.lookup.draft(d) if d > 0 else []
+            for name, view in (("b", s.b), ("r", s.r)):
+                if view is not None:
+                    for j, tok in enumerate([view.next_token, *s.draft]):
+                        entries.append((tok, view.fed + j, view.seq, True, (i, name, j)))
         budget = self.cfg.step_tokens - len(entries)
         for s in slots:
             if budget <= 0:
                 break
-            if s is not None and not (s.b.ready and (s.r is None or s.r.ready)):
+            if s is not None and not s.decoding:
                 budget -= self._prefill_entries(s, budget, entries)
         return entries
 
     def _select(self, slots: list[Slot], entries: list, logits: np.ndarray) -> None:
-        wanted = [e for e in entries if e[3]]
-        order = [e[4] for e in wanted]
-        idx_b = [j for j, e in enumerate(wanted) if e[2] == slots[e[4]].b.seq]
-        ready = [order[j] for j in idx_b]
-        lb = logits[idx_b]
-        lr = None if self.cfg.base_only else logits[[j + 1 for j in idx_b]]
-        phase = np.array([self._hint_phase(slots[i]) for i in ready])
-        picks = rules.choose(self.cfg.strategy, lb, lr, self.rule, phase)
-        for row, i in enumerate(ready):
-            self._advance(slots[i], picks, row)
+        """Apply the rule to every wanted row at once, then walk each problem's draft."""
+        wanted = [e[4] for e in entries if e[3]]
+        row_of = {(i, v, j): n for n, (i, v, j) in enumerate(wanted)}
+        keys = [(i, j) for (i, v, j) in wanted if v == "b"]
+        lb = logits[[row_of[(i, "b", j)] for i, j in keys]]
+        lr = None if self.cfg.base_only else logits[[row_of[(i, "r", j)] for i, j in keys]]
+        phase = np.array([self._hint_phase(slots[i], j) for i, j in keys])
+        picks = rules.choose(self.cfg.strategy, lb, lr, self.rule, phase, self.cfg.record_candidates)
+        first = {}
+        for n, (i, j) in enumerate(keys):
+            first.setdefault(i, n)  # a problem's rows are consecutive, in draft order
+        for i, n in first.items():
+            self._accept(slots[i], picks, n)
 
-    def _hint_phase(self, slot: Slot) -> int:
-        if not slot.response:
+    def _hint_phase(self, slot: Slot, j: int) -> int:
+        """Hinted decoding's phase at draft row j: R alone first, B alone after \\boxed{."""
+        if self.cfg.strategy != "hint":
+            return rules.HINT_MIX
+        if not slot.response and j == 0:
             return rules.HINT_REF
-        return rules.HINT_BASE if slot.boxed else rules.HINT_MIX
+        text = slot.text + b"".join(self.engine.token_text(t, special=False) for t in slot.draft[:j])
+        return rules.HINT_BASE if BOXED in text else rules.HINT_MIX
 
-    def _advance(self, slot: Slot, picks: rules.Picks, row: int) -> None:
-        tok = int(picks.token[row])
+    def _accept(self, slot: Slot, picks: rules.Picks, row: int) -> None:
+        """Emit the rule's picks while they confirm the draft; the first pick that differs
+        from the draft (or follows the whole draft) is emitted too. Rejected positions leave
+        both views' KV cache."""
+        emitted = []
+        for j in range(len(slot.draft) + 1):
+            tok = int(picks.token[row + j])
+            emitted.append(tok)
+            self._emit(slot, picks, row + j, tok)
+            if slot.finish or j == len(slot.draft) or tok != slot.draft[j]:
+                break
+        accepted = len(emitted) - 1  # draft tokens confirmed (and kept in the cache)
         for view in (slot.b, slot.r):
             if view is not None:
-                view.fed += 1
-                view.prompt.append(tok)  # the emitted token is the next one each view is fed
-        if self.engine.is_eog(tok):
-            slot.finish = "stop"
-            return
+                view.fed += len(emitted)
+                view.prompt.extend(emitted)  # the last emitted token is the next one fed
+                if len(slot.draft) > accepted and not slot.finish:
+                    self.engine.drop(view.seq, view.fed, -1)
+        slot.lookup.extend(emitted)
+        slot.dlen.update(len(slot.draft), accepted)
+        self.stats.drafted += len(slot.draft)
+        self.stats.accepted += accepted
+
+    def _emit(self, slot: Slot, picks: rules.Picks, row: int, tok: int) -> None:
         piece = self.engine.token_text(tok, special=False)
+        step = self._step_record(picks, row, piece)
+        if self.engine.is_eog(tok):
+            slot.finish, slot.stop_step = "stop", step  # recorded apart: not part of the response
+            return
         slot.response.append(tok)
-        slot.steps.append(self._step_record(picks, row, piece))
+        slot.steps.append(step)
         slot.text += piece
         slot.boxed = slot.boxed or BOXED in slot.text
         self.stats.emitted += 1
-        cat = slot.steps[-1]["category"]
-        if cat is not None:
-            self.stats.categories[cat] += 1
+        if step["category"] is not None:
+            self.stats.categories[step["category"]] += 1
         if len(slot.response) >= self.cfg.max_new_tokens:
             slot.finish = "length"
 
@@ -235,8 +296,9 @@ class Decoder:
             "argmax_ref": None if picks.argmax_ref is None else int(picks.argmax_ref[row]),
         }
         if self.cfg.record_candidates and picks.cand is not None:
-            step["candidates"] = [[int(t), float(pr), float(pb)] for t, pr, pb in
-                                  zip(picks.cand[row], picks.cand_p_ref[row], picks.cand_p_base[row])]
+            p_ref = [None] * len(picks.cand[row]) if picks.cand_p_ref is None else picks.cand_p_ref[row]
+            step["candidates"] = [[int(t), None if pr is None else float(pr), float(pb)]
+                                  for t, pr, pb in zip(picks.cand[row], p_ref, picks.cand_p_base[row])]
         return step
 
     # ---- the loop -----------------------------------------------------------------------
@@ -259,6 +321,7 @@ class Decoder:
             "response_tokens": slot.response,
             "finish_reason": slot.finish,
             "steps": slot.steps,
+            "stop_step": slot.stop_step,
         }
 
     def _release(self, slot: Slot) -> None:

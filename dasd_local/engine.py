@@ -28,7 +28,9 @@ class EngineConfig:
     n_ctx: int = 4096  # KV cells shared by all sequences (unified cache)
     n_seq_max: int = 2
     n_batch: int = 512  # most tokens one decode call may carry
-    n_ubatch: int = 512
+    # llama.cpp's CPU kernels change with the micro-batch shape; at <= 32 tokens the logits
+    # are bit-identical to single-token decoding, so batching never changes a decision.
+    n_ubatch: int = 32
     n_gpu_layers: int = 0
     n_threads: int | None = None
     flash_attn: bool = True  # lets the CPU kernel skip other sequences' masked cells

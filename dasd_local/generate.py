@@ -29,6 +29,7 @@ class RunConfig:
     ctx: int | None = field(default=None, metadata={"help": "KV cells for all sequences (None: from the prompts)"})
     n_gpu_layers: int = 0
     threads: int | None = None
+    ubatch: int = field(default=32, metadata={"help": "llama.cpp micro-batch; > 32 is faster but batch-shape dependent"})
     adapter: Path | None = None
     system: str | None = None
 
@@ -52,7 +53,7 @@ def open_engine(run: RunConfig, cfg: DecodeConfig):
 
     path, _ = resolve(run.model)
     # start small: the context is resized once the prompts are tokenized
-    small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=cfg.step_tokens, n_ubatch=min(512, cfg.step_tokens),
+    small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=cfg.step_tokens, n_ubatch=run.ubatch,
                          n_gpu_layers=run.n_gpu_layers, n_threads=run.threads)
     return Engine(path, small, adapter=run.adapter)
 

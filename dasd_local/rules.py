@@ -110,8 +110,10 @@ def hint_choice(lb, lse_b, lr, lse_r, phase: np.ndarray, beta: float):
 
 
 def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg: RuleConfig,
-           hint_phase: np.ndarray | None = None) -> Picks:
-    """Apply `strategy` to every row. `logits_r` may be None only for `base`."""
+           hint_phase: np.ndarray | None = None, candidates: bool = False) -> Picks:
+    """Apply `strategy` to every row. `logits_r` may be None only for `base`. With
+    `candidates`, every strategy reports the reference's top-K (the base's when there is
+    no reference view) with both probabilities; dasd always does."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
     if logits_r is None and strategy != "base":
@@ -137,6 +139,10 @@ def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg
         ref_rank=None if logits_r is None else rank_of(logits_r, token),
         argmax_base=argmax_b, argmax_ref=argmax_r,
     )
+    if cand is None and candidates:
+        cand = top_k(logits_b if logits_r is None else logits_r, cfg.top_k)
+        cand_pb = prob_of(logits_b, lse_b, cand)
     if cand is not None:
-        picks.cand, picks.cand_p_base, picks.cand_p_ref = cand, cand_pb, prob_of(logits_r, lse_r, cand)
+        picks.cand, picks.cand_p_base = cand, cand_pb
+        picks.cand_p_ref = None if logits_r is None else prob_of(logits_r, lse_r, cand)
     return picks

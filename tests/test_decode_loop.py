@@ -1,0 +1,123 @@
+"""The decode loop against the scripted fake engine: batching, admission, KV bookkeeping."""
+
+import numpy as np
+import pytest
+
+from dasd_local import rules
+from dasd_local.decode import DecodeConfig, Decoder, Failed
+from dasd_local.tasks import Problem
+from dasd_local.tasks.math import MathTask
+
+from fake_engine import FakeConfig, FakeEngine
+
+
+def problems(n, long_every=0):
+    out = []
+    for i in range(n):
+        q = f"question {i} " + "x" * (i * 7 % 23) + ("y" * 300 if long_every and i % long_every == 0 else "")
+        out.append(Problem(f"p{i}", q, f"reference {i} " + "z" * (i % 5), {"answer": str(i)}))
+    return out
+
+
+def run(cfg, probs, engine=None):
+    engine = engine or FakeEngine()
+    records = list(Decoder(engine, MathTask(), cfg).run(probs))
+    return engine, records
+
+
+@pytest.mark.parametrize("strategy", ["dasd", "self-distill", "base", "hint"])
+def test_batching_does_not_change_output(strategy):
+    probs = problems(9)
+    _, one = run(DecodeConfig(strategy=strategy, batch=1, max_new_tokens=40), probs)
+    eng, many = run(DecodeConfig(strategy=strategy, batch=4, max_new_tokens=40), probs)
+    by_id = {r["id"]: r for r in many}
+    assert [r["id"] for r in one] == [p.id for p in probs]
+    for r in one:
+        assert by_id[r["id"]]["response_tokens"] == r["response_tokens"]
+        assert by_id[r["id"]]["steps"] == r["steps"]
+    assert max(eng.calls) > 2  # several problems really shared decode calls
+
+
+def test_every_step_follows_the_rule_on_the_views_logits():
+    eng = FakeEngine()
+    cfg = DecodeConfig(strategy="dasd", batch=3, max_new_tokens=30, tau=0.15)
+    _, records = run(cfg, problems(6), eng)
+    checked = 0
+    for r in records:
+        hb, hr = list(r["base_prompt_tokens"]), list(r["reference_prompt_tokens"])
+        for step in r["steps"]:
+            lb, lr = eng.logits_for(hb)[None], eng.logits_for(hr)[None]
+            picks = rules.choose("dasd", lb, lr, cfg.rule())
+            assert step["token"] == int(picks.token[0])
+            assert step["category"] == rules.CATEGORIES[int(picks.category[0])]
+            assert step["p_base"] == pytest.approx(float(picks.p_base[0]))
+            hb.append(step["token"]), hr.append(step["token"])
+            checked += 1
+    assert checked > 50
+
+
+def test_shared_prefix_is_cached_once_and_output_unchanged():
+    probs = problems(5)
+    eng_a, shared = run(DecodeConfig(batch=2, max_new_tokens=25, share_prefix=True), probs)
+    eng_b, plain = run(DecodeConfig(batch=2, max_new_tokens=25, share_prefix=False), probs)
+    assert [r["steps"] for r in shared] == [r["steps"] for r in plain]
+    assert sum(eng_a.calls) < sum(eng_b.calls)  # the common prefix was not fed twice
+
+
+def test_kv_budget_holds_problems_back_instead_of_overflowing():
+    probs = problems(8)
+    need = max(len(p.question) + len(p.reference) for p in probs) * 2 + 400
+    eng = FakeEngine(FakeConfig(n_ctx=need * 2))
+    _, records = run(DecodeConfig(batch=8, max_new_tokens=50, share_prefix=False), probs, eng)
+    assert len(records) == 8
+    assert eng.max_cells <= need * 2
+
+
+def test_prompt_too_long_is_a_failed_row_and_the_rest_runs():
+    probs = problems(7, long_every=3)  # p0, p3, p6 get 300 extra characters
+    eng = FakeEngine(FakeConfig(n_ctx=700))
+    _, out = run(DecodeConfig(batch=2, max_new_tokens=20), probs, eng)
+    failed = [o for o in out if isinstance(o, Failed)]
+    assert sorted(f.problem.id for f in failed) == ["p0", "p3", "p6"]
+    assert all("does not fit the context" in f.error for f in failed)
+    assert len(out) - len(failed) == 4
+
+
+def test_stop_and_length_finish():
+    _, records = run(DecodeConfig(batch=4, max_new_tokens=12, strategy="base"), problems(10))
+    reasons = {r["finish_reason"] for r in records}
+    assert reasons <= {"stop", "length"} and "length" in reasons
+    for r in records:
+        assert len(r["response_tokens"]) <= 12
+        assert 0 not in r["response_tokens"]  # the stop token is not part of the response
+        if r["finish_reason"] == "stop":
+            assert r["stop_step"]["token"] == 0
+
+
+def test_base_only_runs_one_sequence_per_problem():
+    eng, records = run(DecodeConfig(strategy="base", base_only=True, batch=3, max_new_tokens=15), problems(4))
+    assert all(r["reference_prompt"] is None and r["steps"][0]["p_ref"] is None for r in records)
+    assert all(seq % 2 == 0 for seq in eng.history)
+    _, both = run(DecodeConfig(strategy="base", batch=3, max_new_tokens=15), problems(4))
+    assert sorted((r["id"], r["response_tokens"]) for r in records) == sorted((r["id"], r["response_tokens"]) for r in both)
+
+
+def test_config_checks_name_the_argument():
+    with pytest.raises(ValueError, match="tau"):
+        DecodeConfig(tau=1.5)
+    with pytest.raises(ValueError, match="strategy"):
+        DecodeConfig(strategy="beam")
+    with pytest.raises(ValueError, match="base_only"):
+        DecodeConfig(strategy="dasd", base_only=True)
+
+
+@pytest.mark.parametrize("strategy", ["dasd", "self-distill", "base", "hint"])
+def test_speculation_does_not_change_output(strategy):
+    probs = problems(6)
+    _, off = run(DecodeConfig(strategy=strategy, batch=3, max_new_tokens=40, speculate="off"), probs)
+    eng, on = run(DecodeConfig(strategy=strategy, batch=3, max_new_tokens=40, speculate="on", draft_max=6), probs)
+    on = {r["id"]: r for r in on}
+    for a in off:
+        b = on[a["id"]]
+        assert a["steps"] == b["steps"] and a["stop_step"] == b["stop_step"]
+    assert sum(eng.calls) > len(eng.calls) * 6  # drafts really rode along
