@@ -37,6 +37,7 @@ def peak_rss_mb() -> float:
 
 def child_greedy(args) -> dict:
     """Baseline: greedy decoding of each base prompt, one sequence, high-level Llama."""
+    import llama_cpp
     import numpy as np
     from llama_cpp import Llama
 
@@ -51,12 +52,15 @@ def child_greedy(args) -> dict:
         prompts = [builder.views(p).base_tokens for p in probs]
         stops = {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
     llm = Llama(str(path), n_ctx=args.greedy_ctx, verbose=False, flash_attn=True)
+    n_vocab = llm.n_vocab()
     emitted, start = 0, time.perf_counter()
     for prompt in prompts:
         llm.reset()
         llm.eval(prompt)
         for _ in range(args.max_new_tokens):
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            # the last position's logits (Llama keeps `scores` only with logits_all)
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            tok = int(np.argmax(logits))
             if tok in stops:
                 break
             emitted += 1
@@ -73,7 +77,7 @@ def child_dasd(args) -> dict:
 
     task, probs = problems(args.problems)
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
-                       step_tokens=args.step_tokens)
+                       step_tokens=args.step_tokens, speculate=args.speculate)
     engine = Engine(resolve(None)[0], EngineConfig(n_ctx=64, n_seq_max=1, n_batch=args.step_tokens,
                                                    n_ubatch=args.ubatch))
     size_context(engine, ViewBuilder(engine, task), probs, RunConfig(), cfg)
@@ -83,7 +87,66 @@ def child_dasd(args) -> dict:
     secs = time.perf_counter() - start
     s = dec.stats
     return {"emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n,
-            "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": engine.config.n_ctx}
+            "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": engine.config.n_ctx,
+            "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1)}
+
+
+def child_ceiling(args) -> dict:
+    """Forward tokens/s of one large batch (prompt-style prefill): what the hardware allows."""
+    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.models import resolve
+
+    n = 512
+    with Engine(resolve(None)[0], EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n)) as e:
+        toks = [100 + i % 1000 for i in range(n)]
+        e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])  # warm-up
+        start, reps = time.perf_counter(), 3
+        for r in range(reps):
+            e.drop(0)
+            e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])
+        secs = time.perf_counter() - start
+    return {"emitted": n * reps, "seconds": secs, "rss_mb": peak_rss_mb()}
+
+
+def child_hf(args) -> dict:
+    """The paper's setup: two transformers model instances (base and reference view), each
+    with its own KV cache, the same rule (rules.choose) per step, one problem at a time."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dasd_local import rules
+    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.models import resolve
+    from dasd_local.prompts import ViewBuilder
+
+    path = resolve(None)[0]
+    task, probs = problems(args.problems)
+    with Engine(path, EngineConfig(n_ctx=64, n_seq_max=1)) as tok_engine:
+        builder = ViewBuilder(tok_engine, task)
+        views = [builder.views(p) for p in probs]
+        stops = {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    load = lambda: AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                        torch_dtype=torch.float32).eval()
+    base_model, ref_model = load(), load()
+    cfg = rules.RuleConfig()
+    emitted, start = 0, time.perf_counter()
+    with torch.no_grad():
+        for v in views:
+            out_b = base_model(torch.tensor([v.base_tokens]), use_cache=True)
+            out_r = ref_model(torch.tensor([v.ref_tokens]), use_cache=True)
+            for _ in range(args.max_new_tokens):
+                lb = out_b.logits[:, -1].float().numpy()
+                lr = out_r.logits[:, -1].float().numpy()
+                tok = int(rules.choose("dasd", lb, lr, cfg).token[0])
+                if tok in stops:
+                    break
+                emitted += 1
+                t = torch.tensor([[tok]])
+                out_b = base_model(t, past_key_values=out_b.past_key_values, use_cache=True)
+                out_r = ref_model(t, past_key_values=out_r.past_key_values, use_cache=True)
+    return {"emitted": emitted, "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}
 
 
 def run_child(mode: str, args, **extra) -> dict:
@@ -106,10 +169,14 @@ def main() -> None:
     ap.add_argument("--ubatch", type=int, default=32)
     ap.add_argument("--step-tokens", type=int, default=512)
     ap.add_argument("--greedy-ctx", type=int, default=2048)
-    ap.add_argument("--child", choices=["greedy", "dasd"])
+    ap.add_argument("--speculate", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--hf-problems", type=int, default=4, help="problems for the transformers baseline (0: skip)")
+    ap.add_argument("--child", choices=["greedy", "dasd", "ceiling", "hf"])
     args = ap.parse_args()
     if args.child:
-        print(json.dumps({"greedy": child_greedy, "dasd": child_dasd}[args.child](args)))
+        modes = {"greedy": child_greedy, "dasd": child_dasd, "ceiling": child_ceiling, "hf": child_hf}
+        print(json.dumps(modes[args.child](args)))
         return
     print(f"bench_generate: {args.problems} MATH train problems, max_new_tokens {args.max_new_tokens}, "
           f"embedded SmolLM2-135M Q4_1, llama.cpp CPU")
@@ -118,16 +185,38 @@ def main() -> None:
     print(f"{'config':<28}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
     print(f"{'greedy (Llama, 1 view)':<28}{base['emitted']:>8}{base['seconds']:>9.1f}{base_tps:>9.1f}"
           f"{1.0:>10.2f}{base['rss_mb']:>9.0f}{1.0:>7.2f}")
+    ceiling = run_child("ceiling", args)
+    ceil_tps = ceiling["emitted"] / ceiling["seconds"]
+    print(f"ceiling: {ceil_tps:.0f} forward tokens/s in 512-token batches; DASD needs 2 forward tokens per "
+          f"emitted token, so at most {ceil_tps / 2:.0f} emitted/s = {ceil_tps / 2 / base_tps:.2f}x greedy")
+    results = {}
     for b in [int(x) for x in args.batches.split(",")]:
-        r = run_child("dasd", args, batch=b, strategy=args.strategy)
-        tps = r["emitted"] / r["seconds"]
-        label = f"{args.strategy} batch {b} (ctx {r['n_ctx']})"
-        print(f"{label:<28}"
-              f"{r['emitted']:>8}{r['seconds']:>9.1f}{tps:>9.1f}{tps / base_tps:>10.2f}{r['rss_mb']:>9.0f}"
-              f"{r['rss_mb'] / base['rss_mb']:>7.2f}")
-        print(f"ratio: {args.strategy} batch {b} tokens/s / greedy = {tps / base_tps:.2f}x; "
-              f"peak RSS / single model = {r['rss_mb'] / base['rss_mb']:.2f}x "
-              f"({r['rows_per_call']:.1f} rows per decode call)")
+        for ub in sorted({args.ubatch, 512} if b > 1 else {args.ubatch}):
+            r = run_child("dasd", args, batch=b, strategy=args.strategy, ubatch=ub)
+            results[(b, ub)] = r
+            tps = r["emitted"] / r["seconds"]
+            label = f"{args.strategy} b{b} ub{ub} (ctx {r['n_ctx']})"
+            print(f"{label:<28}{r['emitted']:>8}{r['seconds']:>9.1f}{tps:>9.1f}{tps / base_tps:>10.2f}"
+                  f"{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>7.2f}")
+            print(f"ratio: {args.strategy} batch {b} ubatch {ub} tokens/s / greedy = {tps / base_tps:.2f}x; "
+                  f"/ half the ceiling = {tps / (ceil_tps / 2):.2f}; peak RSS / single model = "
+                  f"{r['rss_mb'] / base['rss_mb']:.2f}x ({r['rows_per_call']:.1f} rows/call, "
+                  f"{r['calls_per_token']:.2f} calls/token, drafts {r['accepted']}/{r['drafted']})")
+    best = max(results, key=lambda k: results[k]["emitted"] / results[k]["seconds"])
+    for b in sorted({1, best[0]}):
+        ub = best[1] if b == best[0] else args.ubatch
+        on = results[(b, ub)] if args.speculate == "on" else run_child("dasd", args, batch=b, ubatch=ub, speculate="on")
+        off = run_child("dasd", args, batch=b, ubatch=ub, speculate="off")
+        r_on, r_off = on["emitted"] / on["seconds"], off["emitted"] / off["seconds"]
+        print(f"ratio: speculation on / off at batch {b} ubatch {ub} = {r_on / r_off:.2f}x "
+              f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)")
+    if args.hf_problems:
+        hf_args = argparse.Namespace(**{**vars(args), "problems": args.hf_problems})
+        hf = run_child("hf", hf_args, threads=args.threads or 0)
+        b_tps = results[best]["emitted"] / results[best]["seconds"]
+        hf_tps = hf["emitted"] / hf["seconds"]
+        print(f"ratio: dasd best (batch {best[0]}, ubatch {best[1]}) / transformers two-instance DASD = "
+              f"{b_tps / hf_tps:.1f}x ({hf_tps:.1f} tok/s on {args.hf_problems} problems, RSS {hf['rss_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":
