@@ -136,7 +136,8 @@ def _run(decoder: Decoder, todo, writer, console) -> list[str]:
             shares = " ".join(f"{k[:4]} {100 * v / total:.1f}%" for k, v in stats.categories.items()) \
                 if decoder.cfg.strategy == "dasd" else ""
             rate = stats.emitted / max(time.time() - start, 1e-9)
-            bar.update(job, info=f"{rate:.0f} tok/s  {stats.rows / max(stats.decode_calls, 1):.1f} rows/call  {shares}")
+            spec = f"draft {stats.accepted}/{stats.drafted}  " if stats.drafted else ""
+            bar.update(job, info=f"{rate:.0f} tok/s  {stats.rows / max(stats.decode_calls, 1):.1f} rows/call  {spec}{shares}")
 
         for item in decoder.run(todo, on_step):
             if isinstance(item, Failed):

@@ -51,7 +51,8 @@ def child_greedy(args) -> dict:
         builder = ViewBuilder(tok_engine, task)
         prompts = [builder.views(p).base_tokens for p in probs]
         stops = {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
-    llm = Llama(str(path), n_ctx=args.greedy_ctx, verbose=False, flash_attn=True)
+    llm = Llama(str(path), n_ctx=args.greedy_ctx, verbose=False, flash_attn=True,
+                n_threads=args.threads or None, n_threads_batch=args.threads or None)
     n_vocab = llm.n_vocab()
     emitted, start = 0, time.perf_counter()
     for prompt in prompts:
@@ -79,7 +80,7 @@ def child_dasd(args) -> dict:
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
                        step_tokens=args.step_tokens, speculate=args.speculate)
     engine = Engine(resolve(None)[0], EngineConfig(n_ctx=64, n_seq_max=1, n_batch=args.step_tokens,
-                                                   n_ubatch=args.ubatch))
+                                                   n_ubatch=args.ubatch, n_threads=args.threads or None))
     size_context(engine, ViewBuilder(engine, task), probs, RunConfig(), cfg)
     dec = Decoder(engine, task, cfg)
     start = time.perf_counter()
@@ -97,7 +98,8 @@ def child_ceiling(args) -> dict:
     from dasd_local.models import resolve
 
     n = 512
-    with Engine(resolve(None)[0], EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n)) as e:
+    with Engine(resolve(None)[0], EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n,
+                                               n_threads=args.threads or None)) as e:
         toks = [100 + i % 1000 for i in range(n)]
         e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])  # warm-up
         start, reps = time.perf_counter(), 3
@@ -150,7 +152,7 @@ def child_hf(args) -> dict:
 
 
 def run_child(mode: str, args, **extra) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--problems", str(args.problems),
+    cmd = [sys.executable, __file__, "--child", mode, "--problems", str(args.problems), "--threads", str(args.threads or 0),
            "--max-new-tokens", str(args.max_new_tokens), "--ubatch", str(args.ubatch),
            "--step-tokens", str(args.step_tokens), "--greedy-ctx", str(args.greedy_ctx)]
     for k, v in extra.items():
@@ -179,7 +181,7 @@ def main() -> None:
         print(json.dumps(modes[args.child](args)))
         return
     print(f"bench_generate: {args.problems} MATH train problems, max_new_tokens {args.max_new_tokens}, "
-          f"embedded SmolLM2-135M Q4_1, llama.cpp CPU")
+          f"embedded SmolLM2-135M Q4_1, llama.cpp CPU, threads {args.threads or 'all'}")
     base = run_child("greedy", args)
     base_tps = base["emitted"] / base["seconds"]
     print(f"{'config':<28}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
@@ -212,7 +214,7 @@ def main() -> None:
               f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)")
     if args.hf_problems:
         hf_args = argparse.Namespace(**{**vars(args), "problems": args.hf_problems})
-        hf = run_child("hf", hf_args, threads=args.threads or 0)
+        hf = run_child("hf", hf_args)
         b_tps = results[best]["emitted"] / results[best]["seconds"]
         hf_tps = hf["emitted"] / hf["seconds"]
         print(f"ratio: dasd best (batch {best[0]}, ubatch {best[1]}) / transformers two-instance DASD = "

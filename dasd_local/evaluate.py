@@ -1,0 +1,262 @@
+"""`dasd-local eval`: accuracy (MATH, ARC) or pass@1 (MBPP) of a GGUF model, with an
+optional LoRA adapter, on one split.
+
+Greedy answers from the base view only, through the same batched engine and decode
+loop as generation (strategy `base`, one sequence per problem). Each answer is checked
+by the task as soon as it finishes, on a thread pool, so code runs overlap decoding.
+Writes OUT_DIR/predictions.jsonl (one line per problem, appended as it is judged, so a
+killed run resumes where it stopped) and OUT_DIR/summary.json (score overall and by
+level and subject where the data has them, the config, the model's sha256). Knows the
+decode loop's surface and the tasks; knows nothing about llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .tasks import FieldMap, Task
+
+PREDICTIONS, SUMMARY = "predictions.jsonl", "summary.json"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    task: str = "math"
+    data: str | None = field(default=None, metadata={"help": "JSON/JSONL/parquet file or hub id"})
+    out_dir: Path = Path("dasd-out/eval")
+    model: str | None = field(default=None, metadata={"help": "registry name or GGUF path (None: embedded default)"})
+    adapter: Path | None = None
+    split: str = "test"
+    limit: int | None = None
+    fields: FieldMap = FieldMap()
+    max_new_tokens: int = 512
+    batch: int = 16
+    ctx: int | None = None
+    n_gpu_layers: int = 0
+    threads: int | None = None
+    system: str | None = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "parallel checks"})
+    timeout_s: float = field(default=10.0, metadata={"help": "wall clock per code run"})
+
+    def __post_init__(self):
+        if self.data is None:
+            raise ConfigError("eval needs --data (a benchmark split: file or hub id)")
+        if self.workers < 1:
+            raise ConfigError(f"workers = {self.workers} is not allowed: expected >= 1")
+
+    def run_config(self):
+        from .generate import RunConfig
+
+        return RunConfig(model=self.model, data=self.data, task=self.task, split=self.split,
+                         out=self.out_dir / PREDICTIONS, limit=self.limit, fields=self.fields, ctx=self.ctx,
+                         n_gpu_layers=self.n_gpu_layers, threads=self.threads, adapter=self.adapter, system=self.system)
+
+    def decode_config(self):
+        from .decode import DecodeConfig
+
+        return DecodeConfig(strategy="base", base_only=True, max_new_tokens=self.max_new_tokens,
+                            batch=self.batch, step_tokens=max(512, 2 * self.batch))
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Judged lines of an earlier run by id; a line cut by a kill is dropped (re-run)."""
+    done: dict[str, dict] = {}
+    torn = False
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                torn = True
+                continue
+            if isinstance(rec, dict) and "id" in rec:
+                done[str(rec["id"])] = rec
+    if torn:  # appending after a cut line would glue two records together
+        _rewrite(path, done.values())
+    return done
+
+
+def _rewrite(path: Path, records) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prediction(task: Task, record: dict, verdict) -> dict:
+    """One predictions.jsonl line: the judged answer plus level/subject for the summary."""
+    meta = {k: record[k] for k in ("level", "subject", "type") if k in record}
+    return {"id": record["id"], "prediction": record["response"], "extracted": verdict.extracted,
+            "correct": verdict.correct, "detail": verdict.detail, "finish_reason": record.get("finish_reason"),
+            "response_tokens": len(record.get("response_tokens") or []), **meta}
+
+
+class _Judge:
+    """Checks finished answers on a pool while decoding goes on; writes in the main thread."""
+
+    def __init__(self, task: Task, out, workers: int):
+        self.task, self.out = task, out
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="eval-verify")
+        self.pending: list[tuple[dict, Future]] = []
+
+    def submit(self, record: dict) -> None:
+        self.pending.append((record, self.pool.submit(self.task.verify, record["response"], record)))
+        self.flush(wait=False)
+
+    def failed(self, pid: str, error: str) -> None:
+        self._write({"id": pid, "prediction": None, "extracted": None, "correct": False, "detail": f"not run: {error}"})
+
+    def flush(self, wait: bool) -> None:
+        still = []
+        for record, fut in self.pending:
+            if wait or fut.done():
+                self._write(prediction(self.task, record, fut.result()))
+            else:
+                still.append((record, fut))
+        self.pending = still
+
+    def _write(self, line: dict) -> None:
+        self.out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self.flush(wait=True)
+        self.pool.shutdown()
+
+
+def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, console) -> dict:
+    """Decode `todo` (base view, greedy) and append each judged answer to `path`."""
+    from .decode import Decoder, Failed
+    from .generate import open_engine, size_context
+    from .prompts import ViewBuilder
+
+    run, dcfg = cfg.run_config(), cfg.decode_config()
+    engine = open_engine(run, dcfg)
+    try:
+        size_context(engine, ViewBuilder(engine, task, cfg.system), todo, run, dcfg)
+        # decode.Slot.place numbers slots 2i even when base-only, so ids reach 2 x batch - 1:
+        # give the context that many sequence ids (unified KV cache: no extra cells).
+        engine.resize(engine.config.n_ctx, 2 * dcfg.batch)
+        decoder = Decoder(engine, task, dcfg, cfg.system)
+        with path.open("a", encoding="utf-8") as out, _Progress(console, len(todo)) as advance:
+            judge = _Judge(task, out, cfg.workers)
+            try:
+                for item in decoder.run(todo):
+                    if isinstance(item, Failed):
+                        judge.failed(item.problem.id, item.error)
+                    else:
+                        judge.submit(item)
+                    advance()
+            finally:
+                judge.close()
+        return {"decode_calls": decoder.stats.decode_calls, "emitted_tokens": decoder.stats.emitted}
+    finally:
+        engine.close()
+
+
+class _Progress:
+    """A rich progress bar as a context manager yielding its `advance` callable."""
+
+    def __init__(self, console, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=False)
+        self.job = self.bar.add_task("eval", total=total)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return lambda: self.bar.advance(self.job)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
+def score(lines: list[dict]) -> dict:
+    """{n, correct, score} overall and grouped by level and by subject where present."""
+    def cell(rows: list[dict]) -> dict:
+        ok = sum(bool(r.get("correct")) for r in rows)
+        return {"n": len(rows), "correct": ok, "score": round(ok / len(rows), 4) if rows else None}
+
+    out = cell(lines)
+    for name, keys in (("by_level", ("level",)), ("by_subject", ("subject", "type"))):
+        groups = defaultdict(list)
+        for r in lines:
+            value = next((r[k] for k in keys if r.get(k) is not None), None)
+            if value is not None:
+                groups[str(value)].append(r)
+        if groups:
+            out[name] = {k: cell(v) for k, v in sorted(groups.items())}
+    return out
+
+
+def evaluate(cfg: EvalConfig, console=None) -> dict:
+    """Run (or resume) the evaluation; returns the summary, also written to summary.json."""
+    from .generate import load
+    from .records import versions
+
+    task, source, problems, skipped = load(cfg.run_config())
+    task.set_timeout(cfg.timeout_s)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg.out_dir / PREDICTIONS
+    done = read_predictions(path)
+    todo = [p for p in problems if p.id not in done]
+    started = time.time()
+    try:
+        stats = _decode_and_judge(cfg, task, todo, path, console) if todo else {}
+    finally:
+        task.close()
+    seconds = time.time() - started
+    ids = {p.id for p in problems}
+    lines = [r for r in read_predictions(path).values() if str(r["id"]) in ids]
+    summary = {
+        "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **score(lines),
+        "problems": len(problems), "ran_now": len(todo), "seconds_now": round(seconds, 1),
+        "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+        "skipped_rows": len(skipped.rows), "data": str(source), **stats, **_model_info(cfg), "versions": versions(),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+    }
+    _rewrite_json(cfg.out_dir / SUMMARY, summary)
+    return summary
+
+
+def _model_info(cfg: EvalConfig) -> dict:
+    from .models import resolve
+    from .records import sha256_file
+
+    path, _ = resolve(cfg.model)
+    info = {"model": str(path), "model_sha256": sha256_file(path)}
+    if cfg.adapter:
+        info.update(adapter=str(cfg.adapter), adapter_sha256=sha256_file(cfg.adapter))
+    return info
+
+
+def _rewrite_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def summary_table(summary: dict, title: str):
+    """A rich Table: the overall score, then per level and per subject."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, justify in (("group", "left"), ("n", "right"), ("correct", "right"), (summary["metric"], "right")):
+        table.add_column(col, justify=justify)
+
+    def row(name: str, c: dict, **style) -> None:
+        pct = "-" if c["score"] is None else f"{100 * c['score']:.1f}%"
+        table.add_row(name, str(c["n"]), str(c["correct"]), pct, **style)
+
+    row("all", summary, style="bold")
+    for group, prefix in (("by_level", "level "), ("by_subject", "")):
+        for name, c in summary.get(group, {}).items():
+            row(prefix + name, c)
+    return table

@@ -1,0 +1,331 @@
+"""`dasd-local train`: LoRA fine-tuning on kept records, Unsloth on CUDA, PEFT on CPU.
+
+Knows the run directory and the loop around the model:
+
+    RUN_DIR/config.json          resolved TrainConfig, backend, data counts (written first)
+    RUN_DIR/train_log.jsonl      one line per optimizer step: loss, lr, tokens/s
+    RUN_DIR/checkpoints/step-N/  PEFT adapter + trainer_state.pt (optimizer, schedule, RNG)
+    RUN_DIR/adapter/             the final PEFT adapter
+    RUN_DIR/adapter.gguf         the same adapter for llama.cpp (`--adapter`)
+    RUN_DIR/merged-f16.gguf      with --merged: a standalone model (llama-quantize can shrink it)
+    RUN_DIR/manifest.json        written last: counts, losses, speed, versions, base sha256
+
+Every file is written to a temporary name and renamed (the log is append-only, and cut
+back to the checkpoint on --resume). The data order is a pure function of the seed and
+the RNG state is checkpointed, so a resumed run repeats the uninterrupted one. Records
+-> ids/labels live in train_data.py, torch in train_model.py, GGUF export in export.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError, InputError, ModelError
+
+
+def _opt(default, help: str, check=None, expect: str = ""):
+    return field(default=default, metadata={"help": help, "check": check, "expect": expect})
+
+
+_POS = (lambda v: v >= 1, ">= 1")
+
+
+@dataclass
+class TrainConfig:
+    data: str = _opt("", "JSONL records (generate/verify output, or question/base_prompt + response)")
+    model: str | None = _opt(None, "registry name or GGUF path: the adapter's base and, without --hf-model, the weights "
+                                   "(None: the registry's default)")
+    out: str = _opt("", "run directory")
+    hf_model: str | None = _opt(None, "HF hub id or local checkpoint of the same model (default: dequantize the GGUF)")
+    backend: str = _opt("auto", "auto | unsloth | peft", lambda v: v in ("auto", "unsloth", "peft"), "auto, unsloth or peft")
+    rank: int = _opt(16, "LoRA rank r", *_POS)
+    alpha: float = _opt(32.0, "LoRA alpha (update scaled by alpha / r)", lambda v: v > 0, "> 0")
+    dropout: float = _opt(0.05, "LoRA dropout", lambda v: 0 <= v < 1, "in [0, 1)")
+    lr: float = _opt(2e-5, "peak learning rate (paper: 2e-5)", lambda v: 0 < v < 1, "in (0, 1)")
+    warmup_ratio: float = _opt(0.2, "share of steps with linear warmup (paper: 0.2)", lambda v: 0 <= v < 1, "in [0, 1)")
+    schedule: str = _opt("cosine", "decay after warmup: cosine | linear", lambda v: v in ("cosine", "linear"), "cosine or linear")
+    epochs: int = _opt(3, "passes over the data", *_POS)
+    batch_size: int = _opt(4, "records per micro-batch", *_POS)
+    grad_accum: int = _opt(4, "micro-batches per optimizer step", *_POS)
+    max_length: int = _opt(2048, "longest prompt + response in tokens (longer responses are cut)", lambda v: v >= 8, ">= 8")
+    max_steps: int = _opt(0, "stop after this many optimizer steps (0: epochs decide)", lambda v: v >= 0, ">= 0")
+    seed: int = _opt(0, "seed of LoRA init, data order and dropout")
+    weight_decay: float = _opt(0.0, "AdamW weight decay", lambda v: v >= 0, ">= 0")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0: off)", lambda v: v >= 0, ">= 0")
+    mask_ppl: float | None = _opt(None, "mask labels whose base-view PPL exceeds this (paper: 2.5)", lambda v: v > 1, "> 1")
+    profit: float | None = _opt(None, "mask labels whose probability under the trained model is below this", lambda v: 0 < v < 1, "in (0, 1)")
+    save_every: int = _opt(50, "checkpoint every N optimizer steps (0: only at the end)", lambda v: v >= 0, ">= 0")
+    keep_checkpoints: int = _opt(2, "checkpoints kept (older ones are deleted)", *_POS)
+    merged: str | None = _opt(None, "also write RUN_DIR/merged-<dtype>.gguf, the LoRA folded into the base: f16 | f32",
+                              lambda v: v in ("f16", "f32"), "f16 or f32")
+    threads: int | None = _opt(None, "CPU threads for llama.cpp (tokenizing, scoring) and torch (None: all cores)", *_POS)
+    resume: bool = _opt(False, "continue from the run directory's last checkpoint")
+
+    def __post_init__(self):
+        for f in fields(self):
+            value, check = getattr(self, f.name), f.metadata["check"]
+            if value is not None and check is not None and not check(value):
+                raise ConfigError(f"{f.name} = {value!r} is not allowed: expected {f.metadata['expect']}")
+        for name in ("data", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is required")
+
+    def resumable(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        return {k: v for k, v in asdict(self).items() if k not in ("resume", "save_every", "keep_checkpoints", "out", "threads", "merged")}
+
+
+def _write_json(path: Path, obj) -> None:
+    from .records import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ---- run directory ---------------------------------------------------------------------
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = sorted((run / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def open_run(run: Path, cfg: TrainConfig) -> Path | None:
+    """The checkpoint to resume from (None: start at step 0). A fresh run never overwrites
+    another; a resumed one must have been started with the same training settings."""
+    saved = run / "config.json"
+    if not cfg.resume:
+        if saved.exists():
+            raise ConfigError(f"{run} already holds a training run: add --resume to continue it, or choose another -o")
+        run.mkdir(parents=True, exist_ok=True)
+        return None
+    if not saved.exists():
+        raise InputError(f"{run}: no training run to resume (no config.json)")
+    before = json.loads(saved.read_text())["config"]
+    for key, value in cfg.resumable().items():
+        if before.get(key) != value:
+            raise ConfigError(f"--resume: {key} = {value!r} differs from the run's {before.get(key)!r}")
+    return latest_checkpoint(run)  # None: stopped before its first checkpoint, so start over
+
+
+def save_checkpoint(run: Path, step: int, model, opt, sched, keep: int) -> Path:
+    import torch
+
+    final = run / "checkpoints" / f"step-{step:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, save_embedding_layers=False)
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng},
+               tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(final.parent.glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def restore_checkpoint(ckpt: Path, model, opt, sched) -> int:
+    """Adapter weights, optimizer, schedule and RNG from `ckpt`; returns its step."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    loaded = set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(model.device)))
+    if loaded.unexpected_keys:
+        raise ModelError(f"{ckpt}: checkpoint does not fit the model ({loaded.unexpected_keys[0]} ...)")
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["cpu"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["step"])
+
+
+class TrainLog:
+    """train_log.jsonl: one line per optimizer step, flushed at once; on resume, lines
+    after the checkpoint's step are dropped (temp + rename) and the log goes on from there."""
+
+    def __init__(self, path: Path, after_step: int):
+        from .records import atomic_write_text, read_jsonl
+
+        self.path = path
+        if path.exists():
+            rows, _ = read_jsonl(path)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= after_step))
+        self._f = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+# ---- the loop --------------------------------------------------------------------------
+
+
+def make_optimizer(model, cfg: TrainConfig, total: int):
+    import torch
+
+    from .train_model import lr_factor
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total + 0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
+    return opt, sched
+
+
+def train_step(model, batches: list[list], cfg: TrainConfig) -> dict:
+    """One optimizer step over its micro-batches. Every labelled token of the step weighs
+    the same (the denominator is the step's label count, known before the forward passes)."""
+    import torch
+
+    from .train_data import IGNORE
+    from .train_model import collate, forward_logits, token_nll
+
+    n_labels = max(1, sum(sum(1 for x in e.labels[1:] if x != IGNORE) for mb in batches for e in mb))
+    device = model.device
+    nll_sum, kept, tokens = 0.0, 0, 0
+    for mb in batches:
+        ids, mask, labels = collate(mb, 0, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits, labels = forward_logits(model, ids, mask, labels)
+        nll, n = token_nll(logits, labels, cfg.profit)
+        (nll / n_labels).backward()
+        nll_sum, kept, tokens = nll_sum + float(nll.detach()), kept + n, tokens + int(mask.sum())
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+    return {"loss": nll_sum / max(kept, 1), "loss_tokens": kept, "tokens": tokens}
+
+
+def _progress(console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), console=console, disable=not enabled)
+
+
+def run_steps(model, examples, plan, start: int, opt, sched, cfg: TrainConfig, run: Path, log: TrainLog,
+              console=None, show: bool = True) -> list[dict]:
+    """Optimizer steps start..len(plan): log each, checkpoint every save_every and at the end."""
+    rows, t0, seen = [], time.time(), 0
+    model.train()
+    with _progress(console, show) as bar:
+        job = bar.add_task("train", total=len(plan), completed=start, info="")
+        for step in range(start, len(plan)):
+            t = time.time()
+            lr = sched.get_last_lr()[0]
+            row = train_step(model, [[examples[i] for i in mb] for mb in plan[step]], cfg)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            seen += row["tokens"]
+            row = {"step": step + 1, **row, "lr": lr, "tokens_per_s": row["tokens"] / max(time.time() - t, 1e-9),
+                   "elapsed_s": round(time.time() - t0, 3)}
+            log.write(row)
+            rows.append(row)
+            bar.update(job, advance=1, info=f"loss {row['loss']:.4f}  lr {lr:.2e}  {seen / max(time.time() - t0, 1e-9):.0f} tok/s")
+            if step + 1 == len(plan) or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+                save_checkpoint(run, step + 1, model, opt, sched, cfg.keep_checkpoints)
+    return rows
+
+
+def check_model(model, examples, gguf_path: Path) -> None:
+    """Before training: every LoRA'd layer must map onto a tensor of the GGUF (so the
+    adapter can be exported), and every token id must exist in the torch model."""
+    from .export import check_fits
+
+    check_fits({name.removeprefix("base_model.model."): (m.in_features, m.out_features)
+                for name, m in model.named_modules() if hasattr(m, "lora_A")}, gguf_path)
+    size = model.get_input_embeddings().num_embeddings
+    top = max(max(e.input_ids) for e in examples)
+    if top >= size:
+        raise ModelError(f"token id {top} is outside the torch model's vocabulary ({size}): "
+                         "is --hf-model the same model as the GGUF?")
+
+
+def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict:
+    """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json."""
+    from .models import resolve
+    from .train_data import prepare_examples, read_records
+    from .train_model import check_architecture, load_model, pick_backend, plan_steps
+
+    run = Path(cfg.out)
+    backend = pick_backend(cfg.backend)  # fail before any weights are read
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    gguf_path, _ = resolve(cfg.model)
+    check_architecture(gguf_path)
+    records, report = read_records(cfg.data)
+    ckpt = open_run(run, cfg)
+    examples = prepare_examples(records, gguf_path, cfg, report)
+    plan = plan_steps(len(examples), cfg)
+    if show_progress:
+        from rich.console import Console
+
+        console = console or Console(stderr=True)  # stdout stays for the command's result lines
+        console.print(f"{cfg.data}: {report.line()}; {len(plan)} optimizer steps ({backend})")
+    if not cfg.resume:
+        _write_json(run / "config.json", {"config": asdict(cfg), "backend": backend, "model_path": str(gguf_path),
+                                          "examples": len(examples), "steps": len(plan), "data": asdict(report)})
+    (run / "manifest.json").unlink(missing_ok=True)  # the run is open (again)
+    model = load_model(cfg, backend, gguf_path, run)
+    check_model(model, examples, gguf_path)
+    opt, sched = make_optimizer(model, cfg, len(plan))
+    start = restore_checkpoint(ckpt, model, opt, sched) if ckpt else 0
+    log = TrainLog(run / "train_log.jsonl", after_step=start)
+    started = time.time()
+    try:
+        rows = run_steps(model, examples, plan, start, opt, sched, cfg, run, log, console, show_progress)
+    finally:
+        log.close()
+    return finish(model, run, gguf_path, cfg, backend, report, rows, time.time() - started)
+
+
+def finish(model, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, report, rows, seconds) -> dict:
+    """Final PEFT adapter and its GGUF export, then the manifest (last)."""
+    from .export import export_adapter, write_merged
+    from .records import read_jsonl, sha256_file, versions
+
+    tmp = run / "adapter.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, save_embedding_layers=False)
+    shutil.rmtree(run / "adapter", ignore_errors=True)
+    os.replace(tmp, run / "adapter")
+    export_adapter(run / "adapter", gguf_path, run / "adapter.gguf")
+    merged = write_merged(gguf_path, run / f"merged-{cfg.merged}.gguf", run / "adapter", cfg.merged) if cfg.merged else None
+    log, _ = read_jsonl(run / "train_log.jsonl")
+    tokens = sum(r["tokens"] for r in rows)
+    manifest = {
+        "model": str(gguf_path), "model_sha256": sha256_file(gguf_path), "hf_model": cfg.hf_model,
+        "backend": backend, "versions": {**versions(), **_train_versions()}, "config": asdict(cfg),
+        "data": report.line(), "counts": asdict(report), "steps": len(log),
+        "first_loss": log[0]["loss"] if log else None, "final_loss": log[-1]["loss"] if log else None,
+        "tokens_per_s": round(tokens / seconds, 2) if rows and seconds > 0 else None,
+        "adapter": str(run / "adapter"), "adapter_gguf": str(run / "adapter.gguf"),
+        "merged_gguf": str(merged) if merged else None,
+    }
+    _write_json(run / "manifest.json", manifest)
+    return manifest
+
+
+def _train_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "peft", "gguf", "unsloth"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,175 @@
+"""`dasd-local verify`: judge generated records against their gold data; keep the good ones.
+
+Reads generation records (JSONL: `id`, `strategy`, `response`, `reference_solution`
+and the task's gold fields at top level), adds `correct` and `extracted` to each, and
+writes the kept records: the correct ones, plus, with `--on-fail keep-reference`, the
+gold solution in place of a wrong rewrite (SDFT's original recipe). Malformed lines and
+records the task cannot judge are counted and skipped with their file:line. Knows the
+record layout and the tasks' verify(); knows nothing about models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ConfigError, InputError
+from .tasks import Task, Verdict, get_task
+
+ON_FAIL = ("drop", "keep-reference")
+# Per-token provenance of the generated response: meaningless once the response is the
+# gold solution, and training would otherwise take these token ids for the response.
+TOKEN_FIELDS = ("response_tokens", "steps", "stop_step")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    task: str | None = field(default=None, metadata={"help": "math | code | mcq (None: the records' own `task`)"})
+    on_fail: str = field(default="drop", metadata={"help": "drop | keep-reference"})
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "parallel checks"})
+    timeout_s: float = field(default=10.0, metadata={"help": "wall clock per code run"})
+
+    def __post_init__(self):
+        if not 0 < self.timeout_s <= 3600:
+            raise ConfigError(f"timeout_s = {self.timeout_s} is not allowed: expected in (0, 3600]")
+        if self.on_fail not in ON_FAIL:
+            raise ConfigError(f"on_fail = {self.on_fail!r} is not allowed: expected one of {', '.join(ON_FAIL)}")
+        if self.workers < 1:
+            raise ConfigError(f"workers = {self.workers} is not allowed: expected >= 1")
+
+
+@dataclass
+class Report:
+    """Counts per (strategy, level): [records, correct, kept]; skipped rows with reasons."""
+
+    groups: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    skipped: list[str] = field(default_factory=list)
+    replaced: int = 0
+
+    def add(self, record: dict, kept: bool) -> None:
+        level = record.get("level")
+        g = self.groups[(str(record.get("strategy", "-")), "-" if level is None else str(level))]
+        g[0] += 1
+        g[1] += bool(record["correct"] and record.get("response_source") != "reference")
+        g[2] += kept
+
+    def totals(self) -> tuple[int, int, int]:
+        return tuple(sum(g[i] for g in self.groups.values()) for i in range(3))
+
+
+def read_records(path: Path, skipped: list[str]) -> Iterator[tuple[str, dict]]:
+    """(file:line, record) for every JSON object line; anything else is skipped."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                skipped.append(f"{path}:{n}: malformed JSON ({e.msg})")
+                continue
+            if isinstance(rec, dict):
+                yield f"{path}:{n}", rec
+            else:
+                skipped.append(f"{path}:{n}: not a JSON object")
+
+
+def resolve_task(name: str | None, records: list[tuple[str, dict]]) -> Task:
+    """--task, else the records' own `task`; they must agree when both are given."""
+    if name:
+        get_task(name)  # an unknown name is its own error
+    own = next((r.get("task") for _, r in records if r.get("task")), None)
+    if name and own and name != own:
+        raise ConfigError(f"--task {name} given, but the records were generated with task {own!r}")
+    if not (name or own):
+        raise ConfigError("the records name no task: pass --task math|code|mcq")
+    return get_task(name or own)
+
+
+def usable(task: Task, records: list[tuple[str, dict]], skipped: list[str]) -> list[tuple[str, dict]]:
+    """Records with a response and the task's gold fields. When the very first record
+    lacks a gold field the file is wrong as a whole (another task's output): an error."""
+    out = []
+    for where, rec in records:
+        missing = "response" if not isinstance(rec.get("response"), str) else task.missing_gold(rec)
+        if missing and not out and missing != "response":
+            raise InputError(f"{where}: no field {missing!r}, which task {task.name!r} needs to verify "
+                             f"(fields: {', '.join(sorted(rec))})")
+        if missing:
+            skipped.append(f"{where}: no field {missing!r}")
+        else:
+            out.append((where, rec))
+    return out
+
+
+def judge(record: dict, verdict: Verdict, on_fail: str) -> dict | None:
+    """The record to write (None: dropped), with `correct`, `extracted`, `response_source`."""
+    out = {**record, "correct": verdict.correct, "extracted": verdict.extracted, "verify_detail": verdict.detail}
+    if verdict.correct:
+        return {**out, "response_source": "generated"}
+    if on_fail == "drop" or not record.get("reference_solution"):
+        return None
+    kept = {k: v for k, v in out.items() if k not in TOKEN_FIELDS}
+    return {**kept, "response": record["reference_solution"], "rejected_response": record["response"],
+            "response_source": "reference", "rewrite_correct": False, "correct": True}
+
+
+def write_atomic(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
+    """Verify every usable record of `inp`; write the kept ones to `out` (input order)."""
+    if Path(inp).resolve() == Path(out).resolve():
+        raise ConfigError(f"-o {out} is the input file: choose another output path")
+    report = Report()
+    records = list(read_records(Path(inp), report.skipped))
+    task = resolve_task(cfg.task, records)
+    task.set_timeout(cfg.timeout_s)
+    todo = usable(task, records, report.skipped)
+    kept = []
+    try:
+        verdicts = task.verify_many(((r["response"], r) for _, r in todo), cfg.workers)
+        for (_, rec), verdict in zip(todo, verdicts):
+            result = judge(rec, verdict, cfg.on_fail)
+            report.replaced += bool(result and result["response_source"] == "reference")
+            report.add(result or {**rec, "correct": False}, result is not None)
+            if result is not None:
+                kept.append(result)
+    finally:
+        task.close()
+    write_atomic(Path(out), kept)
+    return report
+
+
+def report_table(report: Report, title: str):
+    """A rich Table of the report (rows per strategy and level, then the total)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("strategy", "level", "records", "correct", "accuracy", "kept"):
+        table.add_column(col, justify="left" if col in ("strategy", "level") else "right")
+
+    def row(name: str, level: str, n: int, ok: int, kept: int, **style) -> None:
+        table.add_row(name, level, str(n), str(ok), f"{100 * ok / n:.1f}%" if n else "-", str(kept), **style)
+
+    order = sorted(report.groups, key=lambda k: (k[0], _level_key(k[1])))
+    for strategy, level in order:
+        row(strategy, level, *report.groups[(strategy, level)])
+    row("total", "", *report.totals(), style="bold")
+    return table
+
+
+def _level_key(level: str) -> tuple:
+    return (0, int(level), "") if level.lstrip("-").isdigit() else (1, 0, level)

@@ -1,0 +1,351 @@
+"""The whole pipeline as one resumable run: every strategy from data to the paper's tables.
+
+For a model and a task: the gold solutions are scored (the data of `sft` and
+`mask-ppl`); `base`, `self-distill`, `hint` and `dasd` generate, verify and train; every
+trained adapter and the untuned model (`origin`) are evaluated; `dasd-local stats`
+measures the generated and the training data. Each stage is a `dasd-local` subprocess,
+skipped when its output exists (stages that the CLI itself resumes, generation,
+scoring, evaluation and training, continue where a killed run stopped). Every command
+and its wall time goes to OUT/log.jsonl and OUT/commands.sh; the results go to
+OUT/results.md and OUT/results.json in the shape of the paper's Table 1 (accuracy per
+strategy) and Table 3 (high-PPL ratio per strategy and level).
+
+    python scripts/reproduce.py --train-limit 300 --eval-data ../shared/data/math/math500.jsonl
+    python scripts/reproduce.py --train-limit 3 --eval-limit 3 --max-new-tokens 16 \\
+        --train-args "--max-steps 1 --batch-size 1 --grad-accum 1" --out runs/smoke
+    python scripts/reproduce.py ... --dry-run     # print the plan, run nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+GENERATED = ("base", "self-distill", "hint", "dasd")  # strategies that generate their data
+ON_GOLD = ("sft", "mask-ppl")  # strategies trained on the gold solutions
+STRATEGIES = GENERATED + ON_GOLD
+ORIGIN = "origin"  # the untuned model, evaluated as Table 1's first row
+
+
+@dataclass
+class Stage:
+    name: str
+    args: list[str]  # dasd-local arguments
+    done: Path  # exists once the stage has finished
+    clean: Path | None = None  # removed before running (a half-started run that cannot resume)
+    always: bool = False  # cheap and derived from other outputs: rerun every time
+    requires: Path | None = None  # a non-empty file without which the stage has nothing to do
+
+    def command(self, python: str) -> list[str]:
+        return [python, "-m", "dasd_local", *self.args]
+
+
+@dataclass
+class Plan:
+    out: Path
+    stages: list[Stage] = field(default_factory=list)
+
+
+def paths(out: Path, strategy: str) -> dict[str, Path]:
+    data = out / "data"
+    train_data = data / "gold.jsonl" if strategy in ON_GOLD else data / f"{strategy}.verified.jsonl"
+    return {"generated": data / f"{strategy}.jsonl", "verified": data / f"{strategy}.verified.jsonl",
+            "scored": data / f"{strategy}.scored.jsonl", "train_data": train_data,
+            "run": out / "train" / strategy, "eval": out / "eval" / strategy}
+
+
+def manifest_of(jsonl: Path) -> Path:
+    return jsonl.with_name(jsonl.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def train_stage(a, strategy: str, model: list[str]) -> Stage:
+    """Fresh, or --resume when a killed run left a checkpoint; a run killed before its first
+    checkpoint cannot resume and is started again."""
+    p = paths(a.out, strategy)
+    run = p["run"]
+    args = ["train", str(p["train_data"]), "-o", str(run), *model, *shlex.split(a.train_args)]
+    if strategy == "mask-ppl":
+        args += ["--mask-ppl", str(a.threshold)]
+    started = (run / "config.json").exists()
+    if started and any((run / "checkpoints").glob("step-*")):
+        return Stage(f"train/{strategy}", args + ["--resume"], run / "manifest.json", requires=p["train_data"])
+    return Stage(f"train/{strategy}", args, run / "manifest.json", clean=run if started else None,
+                 requires=p["train_data"])
+
+
+def eval_stage(a, name: str, model: list[str], adapter: Path | None) -> Stage:
+    out = paths(a.out, name)["eval"]
+    args = ["eval", "--data", str(a.eval_data), "--task", a.task, "-o", str(out), *model,
+            "--max-new-tokens", str(a.eval_max_new_tokens or a.max_new_tokens), "--batch", str(a.batch)]
+    args += ["--limit", str(a.eval_limit)] if a.eval_limit else []
+    args += ["--adapter", str(adapter)] if adapter else []
+    return Stage(f"eval/{name}", args, out / "summary.json", requires=adapter)
+
+
+def data_stages(a, model: list[str]) -> list[Stage]:
+    """Gold scoring, then generate -> verify (-> score, for the overlap metrics) per strategy."""
+    limit = ["--limit", str(a.train_limit)] if a.train_limit else []
+    gold = a.out / "data" / "gold.jsonl"
+    stages = []
+    if set(a.strategies) & set(ON_GOLD) or a.overlap:
+        stages.append(Stage("score/gold", ["score", str(a.train_data), "--task", a.task, "-o", str(gold), *model, *limit],
+                            manifest_of(gold)))
+    for s in (s for s in a.strategies if s in GENERATED):
+        p = paths(a.out, s)
+        stages.append(Stage(f"generate/{s}", ["generate", "--data", str(a.train_data), "--task", a.task, "--strategy", s,
+                                              "-o", str(p["generated"]), *model, *limit, "--max-new-tokens",
+                                              str(a.max_new_tokens), "--batch", str(a.batch)], manifest_of(p["generated"])))
+        stages.append(Stage(f"verify/{s}", ["verify", str(p["generated"]), "--task", a.task, "-o", str(p["verified"]),
+                                            *shlex.split(a.verify_args)], p["verified"]))
+        if a.overlap:
+            stages.append(Stage(f"score/{s}", ["score", str(p["generated"]), "--task", a.task, "-o", str(p["scored"]),
+                                               *model], manifest_of(p["scored"])))
+    return stages
+
+
+def stats_stages(a) -> list[Stage]:
+    """Generated data (with the scoring pass's top-k lists when --overlap) and training data."""
+    gen = [paths(a.out, s)["scored" if a.overlap else "generated"] for s in a.strategies if s in GENERATED]
+    if a.overlap or set(a.strategies) & set(ON_GOLD):
+        gen.append(a.out / "data" / "gold.jsonl")
+    train = list(dict.fromkeys(paths(a.out, s)["train_data"] for s in a.strategies))  # sft, mask-ppl: one file
+    stages = []
+    for name, files in (("generated", gen), ("training", train)):
+        if files:
+            out = a.out / "stats" / name
+            stages.append(Stage(f"stats/{name}", ["stats", *map(str, files), "--threshold", str(a.threshold),
+                                                  "--json", str(out.with_suffix(".json")), "--plots", str(out),
+                                                  "--compare"], out.with_suffix(".json"), always=True))
+    return stages
+
+
+def plan(a) -> Plan:
+    model = ["--model", a.model] if a.model else []
+    stages = data_stages(a, model)
+    stages += [train_stage(a, s, model) for s in a.strategies]
+    if not a.skip_origin:
+        stages.append(eval_stage(a, ORIGIN, model, None))
+    stages += [eval_stage(a, s, model, paths(a.out, s)["run"] / "adapter.gguf") for s in a.strategies]
+    return Plan(a.out, stages + stats_stages(a))
+
+
+# ---- running ------------------------------------------------------------------------------
+
+def log_line(out: Path, row: dict) -> None:
+    with (out / "log.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def run_stage(stage: Stage, out: Path, python: str) -> dict:
+    """Run one stage (or skip it); returns its log row."""
+    cmd = stage.command(python)
+    row = {"stage": stage.name, "cmd": shlex.join(cmd), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if stage.done.exists() and not stage.always:
+        return {**row, "status": "skipped", "seconds": 0.0}
+    if stage.requires is not None and not has_data(stage.requires):
+        return {**row, "status": "no data", "seconds": 0.0, "why": f"{stage.requires} is missing or empty"}
+    if stage.clean is not None and stage.clean.exists():
+        shutil.rmtree(stage.clean)
+    with (out / "commands.sh").open("a", encoding="utf-8") as f:
+        f.write(row["cmd"] + "\n")
+    t = time.time()
+    rc = subprocess.run(cmd, cwd=REPO).returncode
+    return {**row, "status": "ok" if rc == 0 else "failed", "rc": rc, "seconds": round(time.time() - t, 1)}
+
+
+def execute(p: Plan, python: str) -> list[dict]:
+    """Run the stages in order; stop at the first failure (a rerun resumes there)."""
+    p.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for stage in p.stages:
+        print(f"== {stage.name}", flush=True)
+        row = run_stage(stage, p.out, python)
+        log_line(p.out, row)
+        rows.append(row)
+        print(f"== {stage.name}: {row['status']} ({row['seconds']} s){' ' + row['why'] if 'why' in row else ''}", flush=True)
+        if row["status"] == "failed":
+            break
+    return rows
+
+
+# ---- results ------------------------------------------------------------------------------
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def count_lines(path: Path) -> int | None:
+    return sum(1 for line in path.open(encoding="utf-8") if line.strip()) if path.exists() else None
+
+
+def has_data(path: Path) -> bool:
+    """A JSONL file with a record, or any other non-empty file (an adapter)."""
+    if path.suffix == ".jsonl":
+        return bool(count_lines(path))
+    return path.is_file() and path.stat().st_size > 0
+
+
+def stage_seconds(out: Path) -> dict[str, dict]:
+    """Wall time per stage summed over every attempt in the log (a resumed stage ran twice)."""
+    totals: dict[str, dict] = {}
+    log = out / "log.jsonl"
+    for line in (log.read_text().splitlines() if log.exists() else []):
+        row = json.loads(line)
+        t = totals.setdefault(row["stage"], {"seconds": 0.0, "runs": 0, "status": row["status"]})
+        if row["status"] == "skipped":
+            continue  # done in an earlier attempt: keep that attempt's status
+        t["status"] = row["status"]
+        if row["status"] in ("ok", "failed"):
+            t["seconds"] += row["seconds"]
+            t["runs"] += 1
+    return totals
+
+
+def _levels(summaries: list[dict | None], key: str) -> list[str]:
+    found = {lv for s in summaries if s for lv in s.get(key, {})}
+    return sorted(found, key=lambda lv: (not lv.isdigit(), int(lv) if lv.isdigit() else 0, lv))
+
+
+def table1(a) -> dict:
+    """Accuracy of the untuned model and of every strategy's adapter, overall and by level."""
+    names = ([] if a.skip_origin else [ORIGIN]) + list(a.strategies)
+    rows = {}
+    for name in names:
+        summary = read_json(a.out / "eval" / name / "summary.json")
+        p = paths(a.out, name)
+        data = None if name == ORIGIN else count_lines(p["train_data"])
+        made = count_lines(p["generated"]) if name in GENERATED else None
+        rows[name] = {"train_records": data, "generated": made,
+                      "accuracy": summary and summary.get("score"), "n": summary and summary.get("n"),
+                      "by_level": {lv: c["score"] for lv, c in (summary or {}).get("by_level", {}).items()}}
+    return rows
+
+
+def stats_path(a, name: str, which: str) -> Path:
+    """The file `stats/<which>` measured for a strategy (`gold`: the scored gold solutions)."""
+    if name == "gold":
+        return a.out / "data" / "gold.jsonl"
+    p = paths(a.out, name)
+    if which == "training":
+        return p["train_data"]
+    return p["scored"] if a.overlap else p["generated"]
+
+
+def table3(a, which: str) -> dict:
+    """High-PPL ratio per strategy and level, from `dasd-local stats --json`."""
+    stats = read_json(a.out / "stats" / f"{which}.json") or {"files": []}
+    by_path = {Path(f["path"]).resolve(): f for f in stats["files"]}
+    names = list(a.strategies) if which == "training" else [s for s in a.strategies if s in GENERATED] + ["gold"]
+    rows = {}
+    for name in names:
+        f = by_path.get(stats_path(a, name, which).resolve())
+        if f is not None:
+            rows[name] = {"all": f["all"]["high_ppl_ratio"], "tokens": f["all"]["tokens"],
+                          "by_level": {lv: c["high_ppl_ratio"] for lv, c in f["by_level"].items()}}
+    return rows
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def markdown(a, results: dict) -> str:
+    t1, times = results["table1"], results["stages"]
+    levels = _levels(list(t1.values()), "by_level")
+    rows1 = []
+    for name, r in t1.items():
+        data = "-" if r["train_records"] is None else str(r["train_records"]) + (
+            f" of {r['generated']} generated" if r["generated"] is not None else " gold")
+        rows1.append([name, data, pct(r["accuracy"]) + (f" (n={r['n']})" if r["n"] else ""),
+                      *(pct(r["by_level"].get(lv)) for lv in levels)])
+    out = [f"# Results: task {a.task}, model {a.model or 'embedded default'}\n",
+           f"Training data: {a.train_data} (first {a.train_limit or 'all'}); evaluation: {a.eval_data} "
+           f"(first {a.eval_limit or 'all'}); max_new_tokens {a.max_new_tokens}; train args `{a.train_args}`.\n",
+           "## Table 1: accuracy\n", md_table(["strategy", "training records", "accuracy", *(f"L{lv}" for lv in levels)], rows1)]
+    for which, title in (("training", "training data (verified; the gold solutions for sft and mask-ppl)"),
+                         ("generated", "all generated data, before verification, and the gold solutions")):
+        t3 = results["table3"][which]
+        lv3 = _levels(list(t3.values()), "by_level")
+        rows = [[name, str(r["tokens"]), pct(r["all"]), *(pct(r["by_level"].get(lv)) for lv in lv3)] for name, r in t3.items()]
+        out += [f"## Table 3: high-PPL token ratio (PPL > {a.threshold:g} under the base view), {title}\n",
+                md_table(["strategy", "tokens", "all", *(f"L{lv}" for lv in lv3)], rows)]
+    if "keep-reference" in a.verify_args:
+        out.append("Records whose rewrite failed and was replaced by the gold solution carry no per-token data, "
+                   "so the training-data rows count only kept rewrites; `dasd-local score` on a verified file "
+                   "measures the replacements too.\n")
+    if "mask-ppl" in a.strategies:
+        out.append("mask-ppl trains on the gold solutions with the high-PPL tokens' labels masked: its loss sees none of them.\n")
+    out += ["## Stage times\n", md_table(["stage", "status", "runs", "seconds"],
+                                         [[k, v["status"], str(v["runs"]), f"{v['seconds']:.1f}"] for k, v in times.items()])]
+    out.append("Exact commands: `commands.sh`; per attempt: `log.jsonl`.\n")
+    return "\n".join(out)
+
+
+def write_results(a) -> dict:
+    results = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+               "table1": table1(a), "table3": {w: table3(a, w) for w in ("training", "generated")},
+               "stages": stage_seconds(a.out)}
+    (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (a.out / "results.md").write_text(markdown(a, results), encoding="utf-8")
+    return results
+
+
+def parse(argv: list[str] | None = None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="registry name or GGUF path (default: the embedded model)")
+    ap.add_argument("--task", default="math")
+    ap.add_argument("--train-data", type=Path, default=DATA / "math" / "train.jsonl")
+    ap.add_argument("--eval-data", type=Path, default=DATA / "math" / "math500.jsonl")
+    ap.add_argument("--train-limit", type=int, default=300, help="first N training problems (0: all)")
+    ap.add_argument("--eval-limit", type=int, default=0, help="first N evaluation problems (0: all)")
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--eval-max-new-tokens", type=int, default=0, help="0: as --max-new-tokens")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threshold", type=float, default=2.5, help="high-PPL threshold (stats and mask-ppl)")
+    ap.add_argument("--train-args", default="", help="extra `dasd-local train` options, e.g. '--epochs 1'")
+    ap.add_argument("--verify-args", default="", help="extra `dasd-local verify` options, e.g. '--on-fail keep-reference'")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated subset of {','.join(STRATEGIES)}")
+    ap.add_argument("--overlap", action="store_true", help="score generated data for the view-overlap metrics")
+    ap.add_argument("--skip-origin", action="store_true", help="do not evaluate the untuned model")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with dasd-local installed")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan (run / skip per stage), run nothing")
+    a = ap.parse_args(argv)
+    a.strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
+    unknown = [s for s in a.strategies if s not in STRATEGIES]
+    if unknown or not a.strategies:
+        ap.error(f"--strategies: unknown {unknown}; expected a subset of {','.join(STRATEGIES)}")
+    a.out = a.out.resolve()
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
+    p = plan(a)
+    if a.dry_run:
+        for stage in p.stages:
+            state = "rerun" if stage.always else "skip" if stage.done.exists() else "run"
+            print(f"{state:5} {stage.name:22} {shlex.join(stage.command(a.python))}")
+        return 0
+    rows = execute(p, a.python)
+    write_results(a)
+    print(f"wrote {a.out / 'results.md'} and {a.out / 'results.json'}")
+    return 1 if rows and rows[-1]["status"] == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

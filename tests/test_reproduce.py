@@ -1,0 +1,166 @@
+"""scripts/reproduce.py without models: the plan, resuming, and the results tables.
+
+The stages run a fake `dasd_local` (a script that records its arguments and writes the
+output the real command would), so the ordering, skip and resume logic are exercised
+end to end in milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rp():
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = mod  # dataclasses look their module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def args(rp, tmp_path, *extra):
+    return rp.parse(["--out", str(tmp_path / "out"), "--train-limit", "3", "--eval-limit", "2",
+                     "--max-new-tokens", "16", "--train-args", "--max-steps 1", *extra])
+
+
+def names(plan):
+    return [s.name for s in plan.stages]
+
+
+def test_plan_covers_every_strategy_in_dependency_order(rp, tmp_path):
+    a = args(rp, tmp_path)
+    p = rp.plan(a)
+    order = names(p)
+    assert order[0] == "score/gold"
+    for s in rp.GENERATED:
+        assert order.index(f"generate/{s}") < order.index(f"verify/{s}") < order.index(f"train/{s}") < order.index(f"eval/{s}")
+    for s in rp.STRATEGIES:
+        assert f"train/{s}" in order and f"eval/{s}" in order
+    assert "eval/origin" in order and order[-2:] == ["stats/generated", "stats/training"]
+    stage = {s.name: s for s in p.stages}
+    assert stage["train/sft"].args[1] == stage["train/mask-ppl"].args[1] == str(a.out / "data" / "gold.jsonl")
+    assert stage["train/mask-ppl"].args[-2:] == ["--mask-ppl", "2.5"] and "--mask-ppl" not in stage["train/sft"].args
+    assert "--max-steps" in stage["train/dasd"].args
+    assert stage["eval/dasd"].args[-2:] == ["--adapter", str(a.out / "train" / "dasd" / "adapter.gguf")]
+    assert "--adapter" not in stage["eval/origin"].args
+    assert stage["generate/dasd"].args[stage["generate/dasd"].args.index("--limit") + 1] == "3"
+    assert stage["score/gold"].args[stage["score/gold"].args.index("--limit") + 1] == "3"
+
+
+def test_subset_without_gold_strategies_skips_gold_scoring(rp, tmp_path):
+    p = rp.plan(args(rp, tmp_path, "--strategies", "dasd,self-distill", "--skip-origin"))
+    assert names(p)[:2] == ["generate/dasd", "verify/dasd"]  # in the order asked for
+    assert "score/gold" not in names(p) and "eval/origin" not in names(p)
+    overlap = rp.plan(args(rp, tmp_path, "--strategies", "dasd", "--overlap"))
+    assert {"score/gold", "score/dasd"} <= set(names(overlap))
+    stats = {s.name: s for s in overlap.stages}["stats/generated"]
+    assert str(tmp_path / "out" / "data" / "dasd.scored.jsonl") in stats.args
+
+
+def test_unknown_strategy_is_rejected(rp, tmp_path):
+    with pytest.raises(SystemExit):
+        args(rp, tmp_path, "--strategies", "dasd,magic")
+
+
+def test_train_resumes_from_a_checkpoint_and_restarts_without_one(rp, tmp_path):
+    a = args(rp, tmp_path)
+    run = a.out / "train" / "dasd"
+    assert "--resume" not in rp.train_stage(a, "dasd", []).args
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    fresh = rp.train_stage(a, "dasd", [])
+    assert "--resume" not in fresh.args and fresh.clean == run  # nothing to resume from: start again
+    (run / "checkpoints" / "step-4").mkdir()
+    resumed = rp.train_stage(a, "dasd", [])
+    assert resumed.args[-1] == "--resume" and resumed.clean is None
+
+
+FAKE = r'''
+import json, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(LOG, "a") as f:
+    f.write(" ".join(args) + "\n")
+verb = args[0]
+def opt(name):
+    return args[args.index(name) + 1] if name in args else None
+def write(path, lines):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(json.dumps(x) + "\n" for x in lines))
+def manifest(path):
+    Path(path).with_name(Path(path).name.removesuffix(".jsonl") + ".manifest.json").write_text("{}")
+steps = [{"p_base": 0.9}, {"p_base": 0.3}]
+if verb in ("generate", "score"):
+    write(opt("-o"), [{"id": str(i), "strategy": opt("--strategy") or "gold", "level": 1 + i, "steps": steps} for i in range(3)])
+    manifest(opt("-o"))
+elif verb == "verify":
+    if FAIL in args[1]:
+        sys.exit(1)
+    write(opt("-o"), [] if "base" in args[1] else [{"id": "0", "strategy": "x", "level": 1, "correct": True, "steps": steps}])
+elif verb == "train":
+    Path(opt("-o")).mkdir(parents=True, exist_ok=True)
+    (Path(opt("-o")) / "adapter.gguf").write_bytes(b"GGUF\xa4\x00")  # binary, as a real adapter
+    (Path(opt("-o")) / "manifest.json").write_text("{}")
+elif verb == "eval":
+    Path(opt("-o")).mkdir(parents=True, exist_ok=True)
+    (Path(opt("-o")) / "summary.json").write_text(json.dumps({"score": 0.5, "n": 2, "by_level": {"1": {"score": 1.0}}}))
+elif verb == "stats":
+    from dasd_local.analysis import collect, write_json
+    files = [Path(p) for p in args[1:args.index("--threshold")]]
+    write_json(collect(files)[0], Path(opt("--json")))
+'''
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """A python that runs FAKE for `-m dasd_local`."""
+    log = tmp_path / "calls.log"
+    script = tmp_path / "fake.py"
+    fail = tmp_path / "fail"
+    script.write_text(f"LOG = {str(log)!r}\nFAIL = open({str(fail)!r}).read() if __import__('os').path.exists({str(fail)!r}) else '\\0'\n"
+                      + FAKE)
+    runner = tmp_path / "python"
+    runner.write_text(f"#!/bin/sh\nshift 2\nexec {sys.executable} {script} \"$@\"\n")
+    runner.chmod(0o755)
+    return runner, log, fail
+
+
+def test_run_resume_and_results(rp, tmp_path, fake):
+    runner, log, fail = fake
+    fail.write_text("dasd.jsonl")  # verify/dasd fails the first time
+    argv = ["--strategies", "base,dasd,sft,mask-ppl", "--python", str(runner)]
+    assert rp.main(list(map(str, args_list(tmp_path, argv)))) == 1
+    first = log.read_text().splitlines()
+    assert first[-1].startswith("verify ") and "dasd.jsonl" in first[-1]
+    fail.unlink()
+    assert rp.main(list(map(str, args_list(tmp_path, argv)))) == 0
+    second = log.read_text().splitlines()[len(first):]
+    verbs = [line.split()[0] for line in second]
+    assert "score" not in verbs and verbs.count("generate") == 0  # done the first time: skipped
+    assert verbs[0] == "verify" and verbs.count("train") == 3  # base kept nothing: no training
+    out = tmp_path / "out"
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    status = {r["stage"]: r["status"] for r in rows}
+    assert status["train/base"] == status["eval/base"] == "no data"
+    assert (out / "commands.sh").read_text().count("verify") == 3  # base, dasd (failed), dasd again
+    results = json.loads((out / "results.json").read_text())
+    assert results["table1"]["dasd"] == {"train_records": 1, "generated": 3, "accuracy": 0.5, "n": 2, "by_level": {"1": 1.0}}
+    assert results["table1"]["base"]["accuracy"] is None
+    assert results["table3"]["generated"]["dasd"]["all"] == 0.5  # one of two tokens has p_base < 0.4
+    assert results["table3"]["training"]["sft"]["tokens"] == 6
+    assert results["stages"]["verify/dasd"]["runs"] == 2
+    md = (out / "results.md").read_text()
+    assert "## Table 1" in md and "| dasd | 1 of 3 generated | 50.00% (n=2) | 100.00% |" in md
+    assert "## Table 3" in md and "| sft | 6 | 50.00% |" in md
+
+
+def args_list(tmp_path, extra):
+    return ["--out", tmp_path / "out", "--train-limit", "3", "--eval-limit", "2", *extra]
