@@ -30,11 +30,11 @@ AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="llama.cpp
 
 @app.command()
 def generate(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path [default: the embedded SmolLM2-135M].")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="JSON/JSONL/parquet file or hub dataset id [default: the demo set].")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path (default: the embedded SmolLM2-135M).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="JSON/JSONL/parquet file or hub dataset id (default: the demo set).")] = None,
     task: TaskOpt = "math",
     strategy: Annotated[str, typer.Option("--strategy", "-s", help="dasd | self-distill | base | hint")] = "dasd",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output JSONL [default: dasd-out/<data>-<strategy>.jsonl].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output JSONL (default: dasd-out/<data>-<strategy>.jsonl).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
     batch: Annotated[int, typer.Option(help="Problems decoded together (2 sequences each).")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Response length limit.")] = 512,
@@ -47,13 +47,13 @@ def generate(
     id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id.")] = None,
     question_field: Annotated[Optional[str], typer.Option(help="Column with the question.")] = None,
     reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution.")] = None,
-    ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences [default: sized from the prompts].")] = None,
+    ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences (default: sized from the prompts).")] = None,
     step_tokens: Annotated[int, typer.Option(help="Most tokens one decode call carries.")] = 512,
     speculate: Annotated[str, typer.Option(help="Prompt-lookup drafts verified by the rule: on | off | auto (only while decode calls have spare rows).")] = "auto",
     draft_max: Annotated[int, typer.Option(help="Most drafted tokens per problem and step.")] = 8,
     ubatch: Annotated[int, typer.Option(help="llama.cpp micro-batch: 32 keeps logits independent of batching; larger prefills faster.")] = 32,
     n_gpu_layers: GpuOpt = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads [default: all cores].")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
     adapter: AdapterOpt = None,
     system: Annotated[Optional[str], typer.Option(help="System prompt for both views.")] = None,
 ) -> None:
@@ -91,7 +91,7 @@ def view(
     id: Annotated[Optional[str], typer.Option("--id", help="Show only this problem.")] = None,
     candidates: Annotated[bool, typer.Option(help="List each non-consistent token's candidates with p_R and p_B.")] = False,
     limit: Annotated[int, typer.Option(help="How many records to show without --id.")] = 3,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens [default: the run's].")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens (default: the run's).")] = None,
 ) -> None:
     """Show responses with every token coloured by how DASD chose it."""
     from .view import show
