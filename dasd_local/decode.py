@@ -105,10 +105,11 @@ class Slot:
         return self.b.ready and (self.r is None or self.r.ready)
 
     def place(self, index: int) -> None:
-        """Take the sequence ids of slot `index`: 2i for B, 2i+1 for R."""
-        self.b.seq = 2 * index
-        if self.r is not None:
-            self.r.seq = 2 * index + 1
+        """Take the sequence ids of slot `index`: 2i for B, 2i+1 for R (i alone without R)."""
+        if self.r is None:
+            self.b.seq = index
+        else:
+            self.b.seq, self.r.seq = 2 * index, 2 * index + 1
 
     def cells(self, max_new: int) -> int:
         """KV cells this problem may need at most."""
@@ -142,9 +143,14 @@ class Decoder:
         self.builder = ViewBuilder(engine, task, system)
         self.rule = config.rule()
         self.stats = Stats()
-        n_seq = config.batch * (1 if config.base_only else 2)
-        if engine.config.n_seq_max < n_seq:
-            raise ConfigError(f"batch {config.batch} needs n_seq_max >= {n_seq}, engine has {engine.config.n_seq_max}")
+        # a split cache (one stream per sequence) cannot copy part of B's stream into R's
+        self.share_prefix = config.share_prefix and engine.config.kv_unified
+        views = 1 if config.base_only else 2
+        if engine.config.n_seq_max < views:
+            raise ConfigError(f"one problem needs n_seq_max >= {views}, engine has {engine.config.n_seq_max}")
+        # problems in flight: the configured batch, or fewer when the engine was sized for
+        # fewer (a run with fewer problems than --batch)
+        self.slots = min(config.batch, engine.config.n_seq_max // views)
         if engine.config.n_batch < config.step_tokens:
             raise ConfigError(f"step_tokens {config.step_tokens} exceeds the engine's n_batch {engine.config.n_batch}")
 
@@ -156,12 +162,12 @@ class Decoder:
         r = None if self.cfg.base_only else View(-1, list(views.ref_tokens))
         slot = Slot(problem, views, b, r, lookup=NgramIndex((r or b).prompt, self.cfg.ngram),
                     dlen=DraftLength(self.cfg.draft_max // 2, self.cfg.draft_max))
-        limit = min(self.engine.config.n_ctx, self.engine.n_ctx_train)
+        limit = min(self.engine.seq_cells, self.engine.n_ctx_train)
         longest = max(len(b.prompt), len(r.prompt) if r else 0) + self.cfg.max_new_tokens
         if slot.cells(self.cfg.max_new_tokens) > self.engine.config.n_ctx or longest > limit:
             return Failed(problem, f"prompt ({len(b.prompt)}/{len(r.prompt) if r else 0} tokens) + "
                                    f"max_new_tokens {self.cfg.max_new_tokens} does not fit the context "
-                                   f"({self.engine.config.n_ctx} cells, trained for {self.engine.n_ctx_train})")
+                                   f"({self.engine.seq_cells} cells per sequence, trained for {self.engine.n_ctx_train})")
         return slot
 
     # ---- one iteration ------------------------------------------------------------------
@@ -172,7 +178,7 @@ class Decoder:
         for view in (slot.r, slot.b):  # R first: it may only share what B cached in earlier calls
             if view is None or view.ready:
                 continue
-            if view is slot.r and self.cfg.share_prefix and view.fed == 0:
+            if view is slot.r and self.share_prefix and view.fed == 0:
                 shared = min(shared_prefix(slot.b.prompt, view.prompt), len(slot.b.prompt) - 1, len(view.prompt) - 1)
                 if shared > 0 and slot.b.fed < shared:
                     continue  # wait until B has the common prefix in the cache, then share it
@@ -331,7 +337,8 @@ class Decoder:
 
     def _fill(self, slots: list, todo: Iterator[Problem]) -> Iterator[Failed]:
         """Admit problems into free slots while their worst-case KV cells fit the cache."""
-        reserved = sum(s.cells(self.cfg.max_new_tokens) for s in slots if s is not None)
+        reserved = sum(s.cells(self.cfg.max_new_tokens) for s in slots if s is not None) \
+            if self.engine.config.kv_unified else 0
         for i in range(len(slots)):
             while slots[i] is None:
                 if self._waiting is None:
@@ -343,7 +350,8 @@ class Decoder:
                         yield self._waiting
                         self._waiting = None
                         continue
-                need = self._waiting.cells(self.cfg.max_new_tokens)
+                # a split cache gives every slot its own streams: nothing to reserve
+                need = self._waiting.cells(self.cfg.max_new_tokens) if self.engine.config.kv_unified else 0
                 if reserved + need > self.engine.config.n_ctx:
                     return  # wait for a running problem to free its cells
                 slots[i], self._waiting = self._waiting, None
@@ -363,7 +371,7 @@ class Decoder:
 
     def run(self, problems: Iterable[Problem], on_step: Callable[[Stats], None] | None = None) -> Iterator[dict | Failed]:
         todo = iter(problems)
-        slots: list[Slot | None] = [None] * self.cfg.batch
+        slots: list[Slot | None] = [None] * self.slots
         self._waiting: Slot | Failed | None = None
         while True:
             yield from self._fill(slots, todo)

@@ -34,6 +34,10 @@ class EngineConfig:
     n_gpu_layers: int = 0
     n_threads: int | None = None
     flash_attn: bool = True  # lets the CPU kernel skip other sequences' masked cells
+    # True: one cell pool for all sequences (memory follows real lengths; views can share a
+    # prefix). False: n_ctx / n_seq_max cells per sequence in its own stream, so attention
+    # never scans other sequences' cells (faster with many sequences; no partial copies).
+    kv_unified: bool = True
 
     def __post_init__(self):
         for name in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch"):
@@ -121,7 +125,7 @@ class Engine:
         cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = c.n_ctx, c.n_batch, min(c.n_ubatch, c.n_batch), c.n_seq_max
         threads = c.n_threads or os.cpu_count() or 1
         cp.n_threads = cp.n_threads_batch = threads
-        cp.kv_unified = True  # one cell pool for all sequences: memory follows real lengths
+        cp.kv_unified = c.kv_unified
         cp.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if c.flash_attn else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cp.no_perf = True
         ctx = ll.llama_init_from_model(self._model, cp)
@@ -129,6 +133,12 @@ class Engine:
             raise ModelError(f"{self.path}: llama.cpp could not create a context of {c.n_ctx} tokens "
                              f"for {c.n_seq_max} sequences (out of memory?)")
         return ctx
+
+    @property
+    def seq_cells(self) -> int:
+        """KV cells one sequence can use."""
+        c = self.config
+        return c.n_ctx if c.kv_unified else c.n_ctx // c.n_seq_max
 
     def resize(self, n_ctx: int, n_seq_max: int) -> None:
         """A fresh context of another size (the KV cache is emptied; adapters stay set)."""
@@ -240,7 +250,10 @@ class Engine:
         self._ll.llama_memory_seq_rm(self._mem, seq, p0, p1)
 
     def copy(self, src: int, dst: int, p0: int = 0, p1: int = -1) -> None:
-        """Share positions [p0, p1) of `src` with `dst` (no recomputation, no extra cells)."""
+        """Share positions [p0, p1) of `src` with `dst` (no recomputation, no extra cells).
+        Unified cache only: llama.cpp cannot copy part of one stream into another."""
+        if not self.config.kv_unified:
+            raise ModelError("partial KV copies need the unified cache (EngineConfig.kv_unified)")
         self._ll.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
 
     def clear(self) -> None:

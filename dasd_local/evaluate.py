@@ -140,9 +140,6 @@ def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, conso
     engine = open_engine(run, dcfg)
     try:
         size_context(engine, ViewBuilder(engine, task, cfg.system), todo, run, dcfg)
-        # decode.Slot.place numbers slots 2i even when base-only, so ids reach 2 x batch - 1:
-        # give the context that many sequence ids (unified KV cache: no extra cells).
-        engine.resize(engine.config.n_ctx, 2 * dcfg.batch)
         decoder = Decoder(engine, task, dcfg, cfg.system)
         with path.open("a", encoding="utf-8") as out, _Progress(console, len(todo)) as advance:
             judge = _Judge(task, out, cfg.workers)

@@ -30,6 +30,8 @@ class RunConfig:
     n_gpu_layers: int = 0
     threads: int | None = None
     ubatch: int = field(default=32, metadata={"help": "llama.cpp micro-batch; > 32 is faster but batch-shape dependent"})
+    kv: str = field(default="split", metadata={"help": "KV cache layout: split (a stream per sequence: faster) | "
+                                                       "unified (one pool: memory follows real lengths)"})
     adapter: Path | None = None
     system: str | None = None
 
@@ -38,6 +40,8 @@ class RunConfig:
             raise ConfigError(f"limit = {self.limit} is not allowed: expected >= 1")
         if self.ctx is not None and self.ctx < 64:
             raise ConfigError(f"ctx = {self.ctx} is not allowed: expected >= 64")
+        if self.kv not in ("split", "unified"):
+            raise ConfigError(f"kv = {self.kv!r} is not allowed: expected split or unified")
 
 
 def auto_ctx(needs: list[int], batch: int) -> int:
@@ -54,7 +58,7 @@ def open_engine(run: RunConfig, cfg: DecodeConfig):
     path, _ = resolve(run.model)
     # start small: the context is resized once the prompts are tokenized
     small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=cfg.step_tokens, n_ubatch=run.ubatch,
-                         n_gpu_layers=run.n_gpu_layers, n_threads=run.threads)
+                         n_gpu_layers=run.n_gpu_layers, n_threads=run.threads, kv_unified=run.kv == "unified")
     return Engine(path, small, adapter=run.adapter)
 
 
@@ -70,14 +74,24 @@ def load(run: RunConfig):
 
 
 def size_context(engine, builder, problems, run: RunConfig, cfg: DecodeConfig) -> None:
-    """Resize the engine's context for the real prompt lengths (or --ctx)."""
-    needs = []
+    """Resize the engine's context for the real prompt lengths (or --ctx: all cells).
+
+    Unified cache: the largest `batch` problem needs. Split cache: every sequence gets the
+    cells of the longest view (prompt + max_new_tokens), within the trained context."""
+    n_seq = max(1, min(cfg.batch, len(problems))) * (1 if cfg.base_only else 2)
+    needs, longest = [], 0
     for p in problems:
         v = builder.views(p)
         n = len(v.base_tokens) + cfg.max_new_tokens
-        needs.append(n + (0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens))
+        r = 0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens
+        needs.append(n + r)
+        longest = max(longest, n, r)
+    if not engine.config.kv_unified:
+        per = run.ctx // n_seq if run.ctx else min(-(-longest // 256) * 256 or 256, engine.n_ctx_train)
+        engine.resize(max(per, 64) * n_seq, n_seq)
+        return
     n_ctx = run.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch)
-    engine.resize(n_ctx, cfg.batch * (1 if cfg.base_only else 2))
+    engine.resize(n_ctx, n_seq)
 
 
 def generate(run: RunConfig, cfg: DecodeConfig, console=None) -> dict:

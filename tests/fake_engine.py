@@ -21,6 +21,7 @@ class FakeConfig:
     n_ctx: int = 100_000
     n_seq_max: int = 256
     n_batch: int = 4096
+    kv_unified: bool = True
 
 
 def _tok(ch: str) -> int:
@@ -32,6 +33,10 @@ class FakeEngine:
     n_ctx_train = 100_000
     bos_text = ""
     eos_text = ""
+
+    @property
+    def seq_cells(self) -> int:
+        return self.config.n_ctx if self.config.kv_unified else self.config.n_ctx // self.config.n_seq_max
 
     def __init__(self, config: FakeConfig = FakeConfig(), stop_every: int = 13):
         self.config = config

@@ -97,7 +97,7 @@ def test_stop_and_length_finish():
 def test_base_only_runs_one_sequence_per_problem():
     eng, records = run(DecodeConfig(strategy="base", base_only=True, batch=3, max_new_tokens=15), problems(4))
     assert all(r["reference_prompt"] is None and r["steps"][0]["p_ref"] is None for r in records)
-    assert all(seq % 2 == 0 for seq in eng.history)
+    assert set(eng.history) <= {0, 1, 2}  # one sequence id per slot
     _, both = run(DecodeConfig(strategy="base", batch=3, max_new_tokens=15), problems(4))
     assert sorted((r["id"], r["response_tokens"]) for r in records) == sorted((r["id"], r["response_tokens"]) for r in both)
 

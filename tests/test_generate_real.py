@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dasd_local.data import load_problems
-from dasd_local.decode import DecodeConfig, Decoder
+from dasd_local.decode import DecodeConfig, Decoder, Failed
 from dasd_local.engine import Engine, EngineConfig
 from dasd_local.score import score
 from dasd_local.tasks.math import MathTask
@@ -175,6 +175,21 @@ def test_batch_8_agrees_with_batch_1(engine, probs, dasd):
     single = decode(engine, probs, strategy="dasd", batch=1, record_candidates=True)
     agreed = sum(assert_agree(single[k], dasd[k], "dasd") for k in single)
     assert agreed / sum(len(r["response_tokens"]) for r in single.values()) > 0.5
+
+
+def test_split_cache_agrees_with_unified(model_path, probs, dasd):
+    """One KV stream per sequence (the CLI default) decides like the unified cache, and a
+    problem that does not fit its sequence's cells is a failed problem, not a crash."""
+    with Engine(model_path, EngineConfig(n_ctx=16 * 768, n_seq_max=16, kv_unified=False)) as e:
+        assert e.seq_cells == 768
+        split = decode(e, probs, strategy="dasd", batch=8, record_candidates=True, speculate="off")
+        assert check_rule(split) > 200
+        agreed = sum(assert_agree(dasd[k], split[k], "dasd") for k in split)
+        assert agreed / sum(len(r["response_tokens"]) for r in split.values()) > 0.5
+        with pytest.raises(Exception, match="partial KV copies"):
+            e.copy(0, 1, 0, 4)
+        out = list(Decoder(e, MathTask(), DecodeConfig(max_new_tokens=700, batch=8)).run(probs[:2]))
+        assert all(isinstance(f, Failed) and "per sequence" in f.error for f in out)
 
 
 def test_hint_phases(engine, probs):
