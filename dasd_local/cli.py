@@ -53,6 +53,7 @@ def generate(
     draft_max: Annotated[int, typer.Option(help="Most drafted tokens per problem and step.")] = 8,
     ubatch: Annotated[int, typer.Option(help="llama.cpp micro-batch: 32 keeps logits independent of batching; larger prefills faster.")] = 32,
     kv: Annotated[str, typer.Option(help="KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real lengths, less memory; shares the views' prefix).")] = "split",
+    kv_type: Annotated[str, typer.Option(help="KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to ~0.05).")] = "f16",
     n_gpu_layers: GpuOpt = 0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
     adapter: AdapterOpt = None,
@@ -72,7 +73,7 @@ def generate(
                        spec_rows=32 if n_gpu_layers == 0 else 512)
     run = RunConfig(model=model, data=data, task=task, split=split, out=out, limit=limit,
                     fields=FieldMap(id_field, question_field, reference_field), ctx=ctx,
-                    n_gpu_layers=n_gpu_layers, threads=threads, ubatch=ubatch, kv=kv, adapter=adapter, system=system)
+                    n_gpu_layers=n_gpu_layers, threads=threads, ubatch=ubatch, kv=kv, kv_type=kv_type, adapter=adapter, system=system)
     m = run_generate(run, cfg)
     c, st = m["counts"], m["stats"]
     typer.echo(f"wrote {out}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "

@@ -32,6 +32,7 @@ class RunConfig:
     ubatch: int = field(default=32, metadata={"help": "llama.cpp micro-batch; > 32 is faster but batch-shape dependent"})
     kv: str = field(default="split", metadata={"help": "KV cache layout: split (a stream per sequence: faster) | "
                                                        "unified (one pool: memory follows real lengths)"})
+    kv_type: str = field(default="f16", metadata={"help": "KV cache element type: f16 | q8_0 (half the memory)"})
     adapter: Path | None = None
     system: str | None = None
 
@@ -42,6 +43,8 @@ class RunConfig:
             raise ConfigError(f"ctx = {self.ctx} is not allowed: expected >= 64")
         if self.kv not in ("split", "unified"):
             raise ConfigError(f"kv = {self.kv!r} is not allowed: expected split or unified")
+        if self.kv_type not in ("f16", "q8_0"):
+            raise ConfigError(f"kv_type = {self.kv_type!r} is not allowed: expected f16 or q8_0")
 
 
 def auto_ctx(needs: list[int], batch: int) -> int:
@@ -58,7 +61,8 @@ def open_engine(run: RunConfig, cfg: DecodeConfig):
     path, _ = resolve(run.model)
     # start small: the context is resized once the prompts are tokenized
     small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=cfg.step_tokens, n_ubatch=run.ubatch,
-                         n_gpu_layers=run.n_gpu_layers, n_threads=run.threads, kv_unified=run.kv == "unified")
+                         n_gpu_layers=run.n_gpu_layers, n_threads=run.threads, kv_unified=run.kv == "unified",
+                         kv_type=run.kv_type)
     return Engine(path, small, adapter=run.adapter)
 
 

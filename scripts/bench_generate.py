@@ -7,6 +7,7 @@ llama-cpp-python's high-level `Llama` class.
 
     python scripts/bench_generate.py                 # 32 problems, batch 1 and 16
     python scripts/bench_generate.py --problems 64 --batches 1,16,32
+    python scripts/bench_generate.py --layouts split:f16,unified:q8_0   # KV layouts:types at batch > 1
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def child_dasd(args) -> dict:
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
                        step_tokens=args.step_tokens, speculate=args.speculate)
     engine = Engine(resolve(None)[0], EngineConfig(n_ctx=64, n_seq_max=1, n_batch=args.step_tokens,
-                                                   n_ubatch=args.ubatch, n_threads=args.threads or None))
-    size_context(engine, ViewBuilder(engine, task), probs, RunConfig(), cfg)
+                                                   n_ubatch=args.ubatch, n_threads=args.threads or None,
+                                                   kv_unified=args.kv == "unified", kv_type=args.kv_type))
+    size_context(engine, ViewBuilder(engine, task), probs, RunConfig(kv=args.kv, kv_type=args.kv_type), cfg)
     dec = Decoder(engine, task, cfg)
     start = time.perf_counter()
     n = sum(1 for _ in dec.run(probs))
@@ -156,6 +158,8 @@ def run_child(mode: str, args, **extra) -> dict:
            "--max-new-tokens", str(args.max_new_tokens), "--ubatch", str(args.ubatch),
            "--step-tokens", str(args.step_tokens), "--greedy-ctx", str(args.greedy_ctx)]
     for k, v in extra.items():
+        if k in ("kv", "kv_type") and mode != "dasd":
+            continue
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -172,6 +176,10 @@ def main() -> None:
     ap.add_argument("--step-tokens", type=int, default=512)
     ap.add_argument("--greedy-ctx", type=int, default=2048)
     ap.add_argument("--speculate", default="auto")
+    ap.add_argument("--layouts", default="split:f16,unified:f16,unified:q8_0",
+                    help="KV layout:type per batched configuration (the first is used at batch 1)")
+    ap.add_argument("--kv", default="split")
+    ap.add_argument("--kv-type", default="f16")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--hf-problems", type=int, default=4, help="problems for the transformers baseline (0: skip)")
     ap.add_argument("--child", choices=["greedy", "dasd", "ceiling", "hf"])
@@ -184,40 +192,42 @@ def main() -> None:
           f"embedded SmolLM2-135M Q4_1, llama.cpp CPU, threads {args.threads or 'all'}")
     base = run_child("greedy", args)
     base_tps = base["emitted"] / base["seconds"]
-    print(f"{'config':<28}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
-    print(f"{'greedy (Llama, 1 view)':<28}{base['emitted']:>8}{base['seconds']:>9.1f}{base_tps:>9.1f}"
-          f"{1.0:>10.2f}{base['rss_mb']:>9.0f}{1.0:>7.2f}")
+    print(f"{'config':<36}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
+    print(f"{'greedy (Llama, 1 view)':<36}{base['emitted']:>8}{base['seconds']:>9.1f}{base_tps:>9.1f}"
+          f"{1.0:>10.2f}{base['rss_mb']:>9.0f}{1.0:>7.2f}", flush=True)
     ceiling = run_child("ceiling", args)
     ceil_tps = ceiling["emitted"] / ceiling["seconds"]
     print(f"ceiling: {ceil_tps:.0f} forward tokens/s in 512-token batches; DASD needs 2 forward tokens per "
-          f"emitted token, so at most {ceil_tps / 2:.0f} emitted/s = {ceil_tps / 2 / base_tps:.2f}x greedy")
+          f"emitted token, so at most {ceil_tps / 2:.0f} emitted/s = {ceil_tps / 2 / base_tps:.2f}x greedy", flush=True)
     results = {}
+    layouts = [x.split(":") for x in args.layouts.split(",")]  # kv layout:kv type
     for b in [int(x) for x in args.batches.split(",")]:
-        for ub in sorted({args.ubatch, 512} if b > 1 else {args.ubatch}):
-            r = run_child("dasd", args, batch=b, strategy=args.strategy, ubatch=ub)
-            results[(b, ub)] = r
+        for kv, kv_type in (layouts if b > 1 else layouts[:1]):
+            r = run_child("dasd", args, batch=b, strategy=args.strategy, kv=kv, kv_type=kv_type)
+            results[(b, kv, kv_type)] = r
             tps = r["emitted"] / r["seconds"]
-            label = f"{args.strategy} b{b} ub{ub} (ctx {r['n_ctx']})"
-            print(f"{label:<28}{r['emitted']:>8}{r['seconds']:>9.1f}{tps:>9.1f}{tps / base_tps:>10.2f}"
+            label = f"{args.strategy} b{b} {kv} {kv_type} (ctx {r['n_ctx']})"
+            print(f"{label:<36}{r['emitted']:>8}{r['seconds']:>9.1f}{tps:>9.1f}{tps / base_tps:>10.2f}"
                   f"{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>7.2f}")
-            print(f"ratio: {args.strategy} batch {b} ubatch {ub} tokens/s / greedy = {tps / base_tps:.2f}x; "
+            print(f"ratio: {args.strategy} batch {b} ({kv} KV, {kv_type}) tokens/s / greedy = {tps / base_tps:.2f}x; "
                   f"/ half the ceiling = {tps / (ceil_tps / 2):.2f}; peak RSS / single model = "
                   f"{r['rss_mb'] / base['rss_mb']:.2f}x ({r['rows_per_call']:.1f} rows/call, "
-                  f"{r['calls_per_token']:.2f} calls/token, drafts {r['accepted']}/{r['drafted']})")
+                  f"{r['calls_per_token']:.2f} calls/token, drafts {r['accepted']}/{r['drafted']})", flush=True)
     best = max(results, key=lambda k: results[k]["emitted"] / results[k]["seconds"])
     for b in sorted({1, best[0]}):
-        ub = best[1] if b == best[0] else args.ubatch
-        on = results[(b, ub)] if args.speculate == "on" else run_child("dasd", args, batch=b, ubatch=ub, speculate="on")
-        off = run_child("dasd", args, batch=b, ubatch=ub, speculate="off")
+        key = best if b == best[0] else (1, *layouts[0])
+        extra = dict(batch=b, kv=key[1], kv_type=key[2])
+        on = results[key] if args.speculate == "on" else run_child("dasd", args, **extra, speculate="on")
+        off = results[key] if args.speculate == "off" else run_child("dasd", args, **extra, speculate="off")
         r_on, r_off = on["emitted"] / on["seconds"], off["emitted"] / off["seconds"]
-        print(f"ratio: speculation on / off at batch {b} ubatch {ub} = {r_on / r_off:.2f}x "
-              f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)")
+        print(f"ratio: speculation on / off at batch {b} ({key[1]} KV) = {r_on / r_off:.2f}x "
+              f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)", flush=True)
     if args.hf_problems:
         hf_args = argparse.Namespace(**{**vars(args), "problems": args.hf_problems})
         hf = run_child("hf", hf_args)
         b_tps = results[best]["emitted"] / results[best]["seconds"]
         hf_tps = hf["emitted"] / hf["seconds"]
-        print(f"ratio: dasd best (batch {best[0]}, ubatch {best[1]}) / transformers two-instance DASD = "
+        print(f"ratio: dasd best (batch {best[0]}, {best[1]} KV) / transformers two-instance DASD = "
               f"{b_tps / hf_tps:.1f}x ({hf_tps:.1f} tok/s on {args.hf_problems} problems, RSS {hf['rss_mb']:.0f} MB)")
 
 
