@@ -49,10 +49,10 @@ def generate(
     reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution.")] = None,
     ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences (default: sized from the prompts).")] = None,
     step_tokens: Annotated[int, typer.Option(help="Most tokens one decode call carries.")] = 512,
-    speculate: Annotated[str, typer.Option(help="Prompt-lookup drafts verified by the rule: on | off | auto (only while decode calls have spare rows).")] = "auto",
+    speculate: Annotated[str, typer.Option(help="Prompt-lookup drafts verified by the rule: on | off | auto (on with --n-gpu-layers, where decode calls have spare rows; off on a CPU, where they cost more than they save).")] = "auto",
     draft_max: Annotated[int, typer.Option(help="Most drafted tokens per problem and step.")] = 8,
     ubatch: Annotated[int, typer.Option(help="llama.cpp micro-batch: 32 keeps logits independent of batching; larger prefills faster.")] = 32,
-    kv: Annotated[str, typer.Option(help="KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real lengths, less memory; shares the views' prefix).")] = "split",
+    kv: Annotated[str, typer.Option(help="KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real lengths, less memory; shares the views' prefix) | auto (split while its KV cache fits min(4 GiB, RAM/4)).")] = "auto",
     kv_type: Annotated[str, typer.Option(help="KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to ~0.05).")] = "f16",
     n_gpu_layers: GpuOpt = 0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
@@ -70,7 +70,7 @@ def generate(
     cfg = DecodeConfig(strategy=strategy, top_k=top_k, tau=tau, hard_mode=hard_mode, hint_beta=hint_beta,
                        max_new_tokens=max_new_tokens, batch=batch, step_tokens=step_tokens,
                        record_candidates=record_candidates, speculate=speculate, draft_max=draft_max,
-                       spec_rows=32 if n_gpu_layers == 0 else 512)
+                       spec_rows=0 if n_gpu_layers == 0 else 512)  # measured: drafts do not pay on a CPU
     run = RunConfig(model=model, data=data, task=task, split=split, out=out, limit=limit,
                     fields=FieldMap(id_field, question_field, reference_field), ctx=ctx,
                     n_gpu_layers=n_gpu_layers, threads=threads, ubatch=ubatch, kv=kv, kv_type=kv_type, adapter=adapter, system=system)

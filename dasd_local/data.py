@@ -28,19 +28,13 @@ class Skipped:
 
 
 def _jsonl_rows(path: Path, skipped: Skipped) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                skipped.add(f"{path}:{n}", f"malformed JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict):
-                skipped.add(f"{path}:{n}", "row is not a JSON object")
-                continue
-            yield f"{path}:{n}", row
+    from .records import iter_jsonl
+
+    for where, row, why in iter_jsonl(path):
+        if why is None:
+            yield where, row
+        else:
+            skipped.add(where, why)
 
 
 def _file_rows(path: Path, skipped: Skipped) -> Iterator[tuple[str, dict]]:

@@ -40,7 +40,9 @@ class DecodeConfig:
     speculate: str = field(default="auto", metadata={"help": "prompt-lookup drafts: on | off | auto"})
     draft_max: int = field(default=8, metadata={"help": "most drafted tokens per problem and step"})
     ngram: int = field(default=3, metadata={"help": "longest suffix matched when drafting"})
-    spec_rows: int = field(default=32, metadata={"help": "auto: draft only while a decode call has fewer rows"})
+    # measured on a 2-core CPU (scripts/bench_generate.py): drafts cost more rows than they
+    # save even at batch 1 (on/off 0.93x), so the CLI sets 0 there and 512 with GPU offload
+    spec_rows: int = field(default=0, metadata={"help": "auto: draft only while a decode call has fewer rows"})
 
     def __post_init__(self):
         checks = [

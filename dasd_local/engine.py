@@ -146,11 +146,21 @@ class Engine:
         c = self.config
         return c.n_ctx if c.kv_unified else c.n_ctx // c.n_seq_max
 
-    def resize(self, n_ctx: int, n_seq_max: int) -> None:
+    @property
+    def kv_bytes_per_cell(self) -> float:
+        """KV cache bytes one token of one sequence takes (K and V, every layer)."""
+        ll = self._ll
+        n_head = max(ll.llama_model_n_head(self._model), 1)
+        head = int(self.meta(f"{self.arch}.attention.key_length") or ll.llama_model_n_embd(self._model) // n_head)
+        per_elem = 2.0 if self.config.kv_type == "f16" else 34 / 32
+        return ll.llama_model_n_layer(self._model) * 2 * ll.llama_model_n_head_kv(self._model) * head * per_elem
+
+    def resize(self, n_ctx: int, n_seq_max: int, kv_unified: bool | None = None) -> None:
         """A fresh context of another size (the KV cache is emptied; adapters stay set)."""
         from dataclasses import replace
 
-        self.config = replace(self.config, n_ctx=n_ctx, n_seq_max=n_seq_max)
+        unified = self.config.kv_unified if kv_unified is None else kv_unified
+        self.config = replace(self.config, n_ctx=n_ctx, n_seq_max=n_seq_max, kv_unified=unified)
         self._ll.llama_free(self._ctx)
         self._ctx = None
         self._ctx = self._new_context()

@@ -180,6 +180,11 @@ def export_adapter(peft_dir: str | Path, base_gguf: str | Path, out_path: str | 
     writer.add_name(f"{peft_dir.name} (LoRA r={cfg['r']}, alpha={cfg['lora_alpha']})")
     for name, array in tensors.items():
         writer.add_tensor(name, array)
+    return _finish(writer, tmp, out_path)
+
+
+def _finish(writer, tmp: Path, out_path: Path) -> Path:
+    """Write the GGUF to its temp file, then rename it into place (never a torn file)."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -224,9 +229,4 @@ def write_merged(base_gguf: str | Path, out_path: str | Path, peft_dir: str | Pa
         if t.name + ".lora_a" in lora:
             w = w + scale * (lora[t.name + ".lora_b"] @ lora[t.name + ".lora_a"])
         writer.add_tensor(t.name, w.astype(np.float16) if dtype == "f16" and w.ndim > 1 else w)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, out_path)
-    return out_path
+    return _finish(writer, tmp, out_path)

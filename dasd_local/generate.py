@@ -30,8 +30,8 @@ class RunConfig:
     n_gpu_layers: int = 0
     threads: int | None = None
     ubatch: int = field(default=32, metadata={"help": "llama.cpp micro-batch; > 32 is faster but batch-shape dependent"})
-    kv: str = field(default="split", metadata={"help": "KV cache layout: split (a stream per sequence: faster) | "
-                                                       "unified (one pool: memory follows real lengths)"})
+    kv: str = field(default="auto", metadata={"help": "KV cache layout: split (a stream per sequence: faster) | "
+                                                      "unified (one pool: memory follows real lengths) | auto"})
     kv_type: str = field(default="f16", metadata={"help": "KV cache element type: f16 | q8_0 (half the memory)"})
     adapter: Path | None = None
     system: str | None = None
@@ -41,10 +41,25 @@ class RunConfig:
             raise ConfigError(f"limit = {self.limit} is not allowed: expected >= 1")
         if self.ctx is not None and self.ctx < 64:
             raise ConfigError(f"ctx = {self.ctx} is not allowed: expected >= 64")
-        if self.kv not in ("split", "unified"):
-            raise ConfigError(f"kv = {self.kv!r} is not allowed: expected split or unified")
+        if self.kv not in ("auto", "split", "unified"):
+            raise ConfigError(f"kv = {self.kv!r} is not allowed: expected auto, split or unified")
         if self.kv_type not in ("f16", "q8_0"):
             raise ConfigError(f"kv_type = {self.kv_type!r} is not allowed: expected f16 or q8_0")
+
+
+# `--kv auto` takes the faster split cache while its KV memory stays within this budget
+SPLIT_KV_BUDGET = 4 << 30
+
+
+def split_budget() -> int:
+    """Bytes the split cache may take: 4 GiB or a quarter of the machine's memory, if less."""
+    import os
+
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return SPLIT_KV_BUDGET
+    return min(SPLIT_KV_BUDGET, ram // 4)
 
 
 def auto_ctx(needs: list[int], batch: int) -> int:
@@ -61,7 +76,7 @@ def open_engine(run: RunConfig, cfg: DecodeConfig):
     path, _ = resolve(run.model)
     # start small: the context is resized once the prompts are tokenized
     small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=cfg.step_tokens, n_ubatch=run.ubatch,
-                         n_gpu_layers=run.n_gpu_layers, n_threads=run.threads, kv_unified=run.kv == "unified",
+                         n_gpu_layers=run.n_gpu_layers, n_threads=run.threads, kv_unified=run.kv != "split",
                          kv_type=run.kv_type)
     return Engine(path, small, adapter=run.adapter)
 
@@ -90,12 +105,14 @@ def size_context(engine, builder, problems, run: RunConfig, cfg: DecodeConfig) -
         r = 0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens
         needs.append(n + r)
         longest = max(longest, n, r)
-    if not engine.config.kv_unified:
-        per = run.ctx // n_seq if run.ctx else min(-(-longest // 256) * 256 or 256, engine.n_ctx_train)
-        engine.resize(max(per, 64) * n_seq, n_seq)
+    per = run.ctx // n_seq if run.ctx else min(-(-longest // 256) * 256 or 256, engine.n_ctx_train)
+    split_cells = max(per, 64) * n_seq
+    split = run.kv == "split" or (run.kv == "auto" and split_cells * engine.kv_bytes_per_cell <= split_budget())
+    if split:
+        engine.resize(split_cells, n_seq, kv_unified=False)
         return
     n_ctx = run.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch)
-    engine.resize(n_ctx, n_seq)
+    engine.resize(n_ctx, n_seq, kv_unified=True)
 
 
 def generate(run: RunConfig, cfg: DecodeConfig, console=None) -> dict:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .errors import InputError
 
@@ -29,10 +29,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path, strict: bool = False) -> tuple[list[dict], list[str]]:
-    """Records of a JSONL file and the problems found ('file:line: why'). A line that is not
-    JSON is skipped (an error when strict)."""
-    records, problems = [], []
+def iter_jsonl(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
+    """('file:line', object, None) for every JSON-object line of a JSONL file and
+    ('file:line', None, why) for every other non-blank line. The one JSONL reader."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     with path.open(encoding="utf-8") as f:
@@ -41,15 +40,26 @@ def read_jsonl(path: Path, strict: bool = False) -> tuple[list[dict], list[str]]
                 continue
             try:
                 rec = json.loads(line)
-                if not isinstance(rec, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                msg = f"{path}:{n}: malformed record ({e})"
-                if strict:
-                    raise InputError(msg) from None
-                problems.append(msg)
+            except json.JSONDecodeError as e:
+                yield f"{path}:{n}", None, f"malformed JSON ({e.msg})"
                 continue
+            if isinstance(rec, dict):
+                yield f"{path}:{n}", rec, None
+            else:
+                yield f"{path}:{n}", None, "not a JSON object"
+
+
+def read_jsonl(path: Path, strict: bool = False) -> tuple[list[dict], list[str]]:
+    """Records of a JSONL file and the problems found ('file:line: why'). A line that is not
+    a JSON object is skipped (an error when strict)."""
+    records, problems = [], []
+    for where, rec, why in iter_jsonl(path):
+        if why is None:
             records.append(rec)
+        elif strict:
+            raise InputError(f"{where}: {why}")
+        else:
+            problems.append(f"{where}: {why}")
     return records, problems
 
 

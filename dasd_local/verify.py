@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError, InputError
+from .records import iter_jsonl
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -63,21 +64,11 @@ class Report:
 
 def read_records(path: Path, skipped: list[str]) -> Iterator[tuple[str, dict]]:
     """(file:line, record) for every JSON object line; anything else is skipped."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                skipped.append(f"{path}:{n}: malformed JSON ({e.msg})")
-                continue
-            if isinstance(rec, dict):
-                yield f"{path}:{n}", rec
-            else:
-                skipped.append(f"{path}:{n}: not a JSON object")
+    for where, rec, why in iter_jsonl(path):
+        if why is None:
+            yield where, rec
+        else:
+            skipped.append(f"{where}: {why}")
 
 
 def resolve_task(name: str | None, records: list[tuple[str, dict]]) -> Task:

@@ -129,7 +129,8 @@ def stats_stages(a) -> list[Stage]:
 
 
 def plan(a) -> Plan:
-    model = ["--model", a.model] if a.model else []
+    # the options of every stage that runs the model
+    model = (["--model", a.model] if a.model else []) + (["--threads", str(a.threads)] if a.threads else [])
     stages = data_stages(a, model)
     stages += [train_stage(a, s, model) for s in a.strategies]
     if not a.skip_origin:
@@ -308,6 +309,7 @@ def parse(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="registry name or GGUF path (default: the embedded model)")
     ap.add_argument("--task", default="math")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads per stage (0: all cores)")
     ap.add_argument("--train-data", type=Path, default=DATA / "math" / "train.jsonl")
     ap.add_argument("--eval-data", type=Path, default=DATA / "math" / "math500.jsonl")
     ap.add_argument("--train-limit", type=int, default=300, help="first N training problems (0: all)")
