@@ -1,6 +1,5 @@
 """The decode loop against the scripted fake engine: batching, admission, KV bookkeeping."""
 
-import numpy as np
 import pytest
 
 from dasd_local import rules
