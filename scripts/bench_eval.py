@@ -50,16 +50,21 @@ def main() -> None:
     for col in ("batch", "seconds", "problems/s", "tokens/s", "vs baseline", "same answers", args.task + " score"):
         table.add_column(col, justify="right")
     base_rate = base_answers = None
+    rates = {}
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         for batch in batches:
             s, answers = run_once(args, batch, Path(tmp) / f"b{batch}")
-            rate = s["problems_per_s_now"]
+            rate = rates[batch] = s["problems_per_s_now"]
             base_rate, base_answers = base_rate or rate, base_answers or answers
             same = sum(answers.get(k) == v for k, v in base_answers.items())
             tok_rate = s["emitted_tokens"] / s["seconds_now"]
             table.add_row(str(batch), f"{s['seconds_now']:.1f}", f"{rate:.3f}", f"{tok_rate:.1f}", f"{rate / base_rate:.2f}x",
                           f"{same}/{len(base_answers)}", f"{100 * s['score']:.1f}%")
     Console().print(table)
+    for batch, rate in rates.items():
+        if batch != batches[0]:
+            print(f"ratio: eval batch {batch} / batch {batches[0]} = {rate / rates[batches[0]]:.2f}x problems/s "
+                  f"({rate:.3f} vs {rates[batches[0]]:.3f} problems/s, {args.task}, {args.limit} problems)")
 
 
 if __name__ == "__main__":
