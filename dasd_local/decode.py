@@ -337,10 +337,14 @@ class Decoder:
             if view is not None:
                 self.engine.drop(view.seq)
 
+    def _reserve(self, slot: Slot) -> int:
+        """Cells of the shared pool a problem holds; a split cache gives every slot its own
+        streams, so there is nothing to reserve."""
+        return slot.cells(self.cfg.max_new_tokens) if self.engine.config.kv_unified else 0
+
     def _fill(self, slots: list, todo: Iterator[Problem]) -> Iterator[Failed]:
         """Admit problems into free slots while their worst-case KV cells fit the cache."""
-        reserved = sum(s.cells(self.cfg.max_new_tokens) for s in slots if s is not None) \
-            if self.engine.config.kv_unified else 0
+        reserved = sum(self._reserve(s) for s in slots if s is not None)
         for i in range(len(slots)):
             while slots[i] is None:
                 if self._waiting is None:
@@ -352,8 +356,7 @@ class Decoder:
                         yield self._waiting
                         self._waiting = None
                         continue
-                # a split cache gives every slot its own streams: nothing to reserve
-                need = self._waiting.cells(self.cfg.max_new_tokens) if self.engine.config.kv_unified else 0
+                need = self._reserve(self._waiting)
                 if reserved + need > self.engine.config.n_ctx:
                     return  # wait for a running problem to free its cells
                 slots[i], self._waiting = self._waiting, None

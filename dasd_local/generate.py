@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .decode import DecodeConfig, Decoder, Failed, Stats
+from .engine import KV_TYPES
 from .errors import ConfigError
 from .prompts import ViewBuilder
 from .tasks import FieldMap
@@ -43,8 +44,8 @@ class RunConfig:
             raise ConfigError(f"ctx = {self.ctx} is not allowed: expected >= 64")
         if self.kv not in ("auto", "split", "unified"):
             raise ConfigError(f"kv = {self.kv!r} is not allowed: expected auto, split or unified")
-        if self.kv_type not in ("f16", "q8_0"):
-            raise ConfigError(f"kv_type = {self.kv_type!r} is not allowed: expected f16 or q8_0")
+        if self.kv_type not in KV_TYPES:
+            raise ConfigError(f"kv_type = {self.kv_type!r} is not allowed: expected {' or '.join(KV_TYPES)}")
 
 
 # `--kv auto` takes the faster split cache while its KV memory stays within this budget
