@@ -19,7 +19,8 @@ from .errors import DasdError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Distribution-Aligned Self-Distillation on llama.cpp.")
 
 # Options shared by several verbs.
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registry name (see `dasd-local models`) or a GGUF path.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path (default: the embedded SmolLM2-135M).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")]
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="math | code | mcq")]
 GpuOpt = Annotated[int, typer.Option("--n-gpu-layers", help="Layers to offload on a CUDA/Metal build (-1 = all).")]
 AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="llama.cpp GGUF LoRA adapter to apply.")]
@@ -30,7 +31,7 @@ AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="llama.cpp
 
 @app.command()
 def generate(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path (default: the embedded SmolLM2-135M).")] = None,
+    model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="JSON/JSONL/parquet file or hub dataset id (default: the demo set).")] = None,
     task: TaskOpt = "math",
     strategy: Annotated[str, typer.Option("--strategy", "-s", help="dasd | self-distill | base | hint")] = "dasd",
@@ -55,7 +56,7 @@ def generate(
     kv: Annotated[str, typer.Option(help="KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real lengths, less memory; shares the views' prefix) | auto (split while its KV cache fits min(4 GiB, RAM/4)).")] = "auto",
     kv_type: Annotated[str, typer.Option(help="KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to ~0.05).")] = "f16",
     n_gpu_layers: GpuOpt = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     adapter: AdapterOpt = None,
     system: Annotated[Optional[str], typer.Option(help="System prompt for both views.")] = None,
 ) -> None:
@@ -153,7 +154,7 @@ def verify(
 def eval_(
     data: Annotated[str, typer.Option("--data", "-d", help="Benchmark split: JSON/JSONL/parquet file or hub dataset id.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (predictions.jsonl, summary.json).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path (default: the embedded SmolLM2-135M).")] = None,
+    model: ModelOpt = None,
     adapter: AdapterOpt = None,
     task: TaskOpt = "math",
     split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "test",
@@ -269,14 +270,14 @@ def score_(
     inp: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="Records with a response (text or tokens), or dataset rows (their gold solution is scored).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL: the records with per-token fields under both views.")],
     task: TaskOpt = "math",
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path (default: the embedded SmolLM2-135M).")] = None,
+    model: ModelOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N records.")] = None,
     top_k: Annotated[int, typer.Option(help="Length of each view's recorded top-k list.")] = 6,
     id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id (dataset rows).")] = None,
     question_field: Annotated[Optional[str], typer.Option(help="Column with the question (dataset rows).")] = None,
     reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution (dataset rows).")] = None,
     n_gpu_layers: GpuOpt = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     system: Annotated[Optional[str], typer.Option(help="System prompt for both views.")] = None,
 ) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
