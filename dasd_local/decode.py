@@ -145,8 +145,6 @@ class Decoder:
         self.builder = ViewBuilder(engine, task, system)
         self.rule = config.rule()
         self.stats = Stats()
-        # a split cache (one stream per sequence) cannot copy part of B's stream into R's
-        self.share_prefix = config.share_prefix and engine.config.kv_unified
         views = 1 if config.base_only else 2
         if engine.config.n_seq_max < views:
             raise ConfigError(f"one problem needs n_seq_max >= {views}, engine has {engine.config.n_seq_max}")
@@ -180,7 +178,7 @@ class Decoder:
         for view in (slot.r, slot.b):  # R first: it may only share what B cached in earlier calls
             if view is None or view.ready:
                 continue
-            if view is slot.r and self.share_prefix and view.fed == 0:
+            if view is slot.r and self.cfg.share_prefix and view.fed == 0:
                 shared = min(shared_prefix(slot.b.prompt, view.prompt), len(slot.b.prompt) - 1, len(view.prompt) - 1)
                 if shared > 0 and slot.b.fed < shared:
                     continue  # wait until B has the common prefix in the cache, then share it

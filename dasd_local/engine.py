@@ -3,7 +3,7 @@
 Knows llama.cpp's low-level API (llama-cpp-python 0.3.36): loading a GGUF, a context
 holding up to `n_seq_max` sequences in one KV cache, ONE `llama_decode` per call over
 entries from any sequences, logits copied out only for the rows that asked for them,
-KV edits (drop and copy positions), LoRA adapters. Every C pointer is owned here and
+KV edits (drop positions, copy prefixes), LoRA adapters. Every C pointer is owned here and
 freed deterministically by `close()`. Knows nothing about problems or strategies.
 """
 
@@ -38,7 +38,7 @@ class EngineConfig:
     flash_attn: bool = True  # lets the CPU kernel skip other sequences' masked cells
     # True: one cell pool for all sequences (memory follows real lengths; views can share a
     # prefix). False: n_ctx / n_seq_max cells per sequence in its own stream, so attention
-    # never scans other sequences' cells (faster with many sequences; no partial copies).
+    # never scans other sequences' cells (faster with many sequences; copies of prefixes only).
     kv_unified: bool = True
     kv_type: str = "f16"  # KV cache element type: f16 | q8_0 (half the memory, small numeric change)
 
@@ -266,11 +266,20 @@ class Engine:
         self._ll.llama_memory_seq_rm(self._mem, seq, p0, p1)
 
     def copy(self, src: int, dst: int, p0: int = 0, p1: int = -1) -> None:
-        """Share positions [p0, p1) of `src` with `dst` (no recomputation, no extra cells).
-        Unified cache only: llama.cpp cannot copy part of one stream into another."""
-        if not self.config.kv_unified:
-            raise ModelError("partial KV copies need the unified cache (EngineConfig.kv_unified)")
-        self._ll.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+        """Share positions [p0, p1) of `src` with `dst` (no recomputation).
+
+        Unified cache: the cells are tagged with `dst` too (no extra cells). Split cache:
+        llama.cpp copies only whole streams, so `dst`'s stream is replaced by a copy of
+        `src`'s (applied before the next decode) and trimmed back to [0, p1); only a
+        prefix (p0 = 0) can be copied this way, and whatever `dst` held is gone."""
+        if self.config.kv_unified:
+            self._ll.llama_memory_seq_cp(self._mem, src, dst, p0, p1)
+            return
+        if p0 > 0:
+            raise ModelError(f"a split KV cache copies prefixes only (positions from 0), not from {p0}")
+        self._ll.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+        if p1 >= 0:
+            self._ll.llama_memory_seq_rm(self._mem, dst, p1, -1)
 
     def clear(self) -> None:
         self._ll.llama_memory_clear(self._mem, True)
