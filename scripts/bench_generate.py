@@ -5,9 +5,12 @@ train problems with the embedded model, and the table reports ratios against the
 baseline measured in the same run: single-view greedy decoding of the base prompts with
 llama-cpp-python's high-level `Llama` class.
 
-    python scripts/bench_generate.py                 # 32 problems, batch 1 and 16
-    python scripts/bench_generate.py --problems 64 --batches 1,16,32
+    python scripts/bench_generate.py                 # 64 problems, 512 new tokens (the CLI default), batch 16
+    python scripts/bench_generate.py --batches 1,16,32 --threads 1
     python scripts/bench_generate.py --layouts split:f16,unified:q8_0   # KV layouts:types at batch > 1
+
+Speculation on vs off runs at the best batch on all problems and at batch 1 on the
+first --spec-problems (a batch-1 DASD run over 64 long problems takes most of an hour here).
 """
 
 from __future__ import annotations
@@ -166,9 +169,9 @@ def run_child(mode: str, args, **extra) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", type=int, default=32)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--batches", default="16")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--strategy", default="dasd")
     ap.add_argument("--ubatch", type=int, default=32)
@@ -181,6 +184,7 @@ def main() -> None:
     ap.add_argument("--kv-type", default="f16")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--hf-problems", type=int, default=4, help="problems for the transformers baseline (0: skip)")
+    ap.add_argument("--spec-problems", type=int, default=8, help="problems for speculation on/off at batch 1")
     ap.add_argument("--child", choices=["greedy", "dasd", "ceiling", "hf"])
     args = ap.parse_args()
     if args.child:
@@ -216,13 +220,16 @@ def main() -> None:
             print(f"forward: {fwd:.0f} tokens/s = {fwd / ceil_tps:.2f} of the ceiling "
                   f"({r['rows'] - 2 * r['emitted']} prefill + {2 * r['emitted']} decode rows)", flush=True)
     best = max(results, key=lambda k: results[k]["emitted"] / results[k]["seconds"])
+    # speculate=auto drafts nothing on a CPU (spec_rows 0), so an auto run is the "off" run
+    same_off = args.speculate in ("off", "auto")
     for b in sorted({1, best[0]}):
         key = best if b == best[0] else (1, *layouts[0])
+        sub = args if b == best[0] else argparse.Namespace(**{**vars(args), "problems": args.spec_problems})
         extra = dict(batch=b, kv=key[1], kv_type=key[2])
-        on = results[key] if args.speculate == "on" else run_child("dasd", args, **extra, speculate="on")
-        off = results[key] if args.speculate == "off" else run_child("dasd", args, **extra, speculate="off")
+        on = results[key] if args.speculate == "on" and sub is args else run_child("dasd", sub, **extra, speculate="on")
+        off = results[key] if same_off and sub is args else run_child("dasd", sub, **extra, speculate="off")
         r_on, r_off = on["emitted"] / on["seconds"], off["emitted"] / off["seconds"]
-        print(f"ratio: speculation on / off at batch {b} ({key[1]} KV) = {r_on / r_off:.2f}x "
+        print(f"ratio: speculation on / off at batch {b} ({key[1]} KV, {sub.problems} problems) = {r_on / r_off:.2f}x "
               f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)", flush=True)
     if args.hf_problems:
         hf_args = argparse.Namespace(**{**vars(args), "problems": args.hf_problems})
