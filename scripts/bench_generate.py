@@ -217,8 +217,11 @@ def main() -> None:
                   f"{r['rss_mb'] / base['rss_mb']:.2f}x ({r['rows_per_call']:.1f} rows/call, "
                   f"{r['calls_per_token']:.2f} calls/token, drafts {r['accepted']}/{r['drafted']})", flush=True)
             fwd = r["rows"] / r["seconds"]  # prompt prefill of both views + 2 rows per emitted token
+            per = r["rows"] / max(r["emitted"], 1)
             print(f"forward: {fwd:.0f} tokens/s = {fwd / ceil_tps:.2f} of the ceiling "
-                  f"({r['rows'] - 2 * r['emitted']} prefill + {2 * r['emitted']} decode rows)", flush=True)
+                  f"({r['rows'] - 2 * r['emitted']} prefill + {2 * r['emitted']} decode rows = {per:.2f} per emitted "
+                  f"token, so the ceiling allows {ceil_tps / per:.0f} emitted/s = {ceil_tps / per / base_tps:.2f}x greedy)",
+                  flush=True)
     best = max(results, key=lambda k: results[k]["emitted"] / results[k]["seconds"])
     # speculate=auto drafts nothing on a CPU (spec_rows 0), so an auto run is the "off" run
     same_off = args.speculate in ("off", "auto")
