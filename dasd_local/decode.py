@@ -22,6 +22,8 @@ from .prompts import ViewBuilder, Views, shared_prefix
 from .tasks import Problem, Task
 
 BOXED = b"\\boxed{"
+# shortest prefix worth taking from another problem's cache (a split cache copies a whole stream)
+MIN_SHARED = 16
 
 
 @dataclass(frozen=True)
@@ -219,12 +221,29 @@ class Decoder:
                     for j, tok in enumerate([view.next_token, *s.draft]):
                         entries.append((tok, view.fed + j, view.seq, True, (i, name, j)))
         budget = self.cfg.step_tokens - len(entries)
+        cached = [(s.b.prompt, s.b.fed, s.b.seq) for s in slots if s is not None and s.b.fed > 0]
         for s in slots:
             if budget <= 0:
                 break
             if s is not None and not s.decoding:
+                if self.cfg.share_prefix and s.b.fed == 0:
+                    self._share_opening(s, cached)
                 budget -= self._prefill_entries(s, budget, entries)
         return entries
+
+    def _share_opening(self, slot: Slot, cached: list) -> None:
+        """Start a new problem's B view from the longest prefix that another problem's B
+        view has in the cache (from earlier calls): every prompt opens with the same chat
+        template text (system prompt, role markers), so that part is never prefilled twice."""
+        limit = len(slot.b.prompt) - 1
+        best, donor = 0, None
+        for prompt, fed, seq in cached:
+            n = min(shared_prefix(prompt[:fed], slot.b.prompt), limit)
+            if n > best:
+                best, donor = n, seq
+        if best >= MIN_SHARED:
+            self.engine.copy(donor, slot.b.seq, 0, best)
+            slot.b.fed = best
 
     def _select(self, slots: list[Slot], entries: list, logits: np.ndarray) -> None:
         """Apply the rule to every wanted row at once, then walk each problem's draft."""

@@ -63,6 +63,8 @@ class TrainConfig:
     keep_checkpoints: int = _opt(2, "checkpoints kept (older ones are deleted)", *_POS)
     merged: str | None = _opt(None, "also write RUN_DIR/merged-<dtype>.gguf, the LoRA folded into the base: f16 | f32",
                               lambda v: v in ("f16", "f32"), "f16 or f32")
+    grad_checkpoint: bool = _opt(True, "recompute each block's activations in the backward pass instead of keeping "
+                                       "them: a fraction of the memory for about a third more time")
     threads: int | None = _opt(None, "CPU threads for llama.cpp (tokenizing, scoring) and torch (None: all cores)", *_POS)
     resume: bool = _opt(False, "continue from the run directory's last checkpoint")
 
@@ -77,7 +79,8 @@ class TrainConfig:
 
     def resumable(self) -> dict:
         """The fields a resumed run must share with the run it continues."""
-        return {k: v for k, v in asdict(self).items() if k not in ("resume", "save_every", "keep_checkpoints", "out", "threads", "merged")}
+        free = ("resume", "save_every", "keep_checkpoints", "out", "threads", "merged", "grad_checkpoint")
+        return {k: v for k, v in asdict(self).items() if k not in free}
 
 
 def _write_json(path: Path, obj) -> None:

@@ -84,6 +84,8 @@ def load_model(cfg: TrainConfig, backend: str, gguf_path: Path, run: Path):
     from peft import LoraConfig, get_peft_model
 
     model = load_base(cfg, gguf_path)
+    if cfg.grad_checkpoint:  # same gradients; activations are recomputed block by block
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=LINEAR,
                       bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # peft 0.21 reads an attribute transformers 5 deprecates
@@ -107,7 +109,7 @@ def _load_unsloth(cfg: TrainConfig, gguf_path: Path, run: Path):
                                                  dtype=None, load_in_4bit=False)
     return FastLanguageModel.get_peft_model(model, r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                             target_modules=LINEAR, bias="none", random_state=cfg.seed,
-                                            use_gradient_checkpointing="unsloth")
+                                            use_gradient_checkpointing="unsloth" if cfg.grad_checkpoint else False)
 
 
 # ---- loss and schedule -----------------------------------------------------------------

@@ -43,6 +43,7 @@ class FakeEngine:
         self.stop_every = stop_every
         self.history: dict[int, list[int]] = {}
         self.calls: list[int] = []  # entries per decode call
+        self.copies: list[tuple[int, int, int]] = []  # (src, dst, positions)
         self.max_cells = 0
 
     def chat_template(self):
@@ -89,3 +90,4 @@ class FakeEngine:
         assert p0 == 0 and not self.history.get(dst), "copy into a non-empty sequence"
         assert p1 <= len(self.history[src]), "copying positions that are not cached"
         self.history[dst] = list(self.history[src][p0:p1])
+        self.copies.append((src, dst, p1))

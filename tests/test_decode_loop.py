@@ -63,6 +63,17 @@ def test_shared_prefix_is_cached_once_and_output_unchanged():
     assert sum(eng_a.calls) < sum(eng_b.calls)  # the common prefix was not fed twice
 
 
+def test_a_new_problem_takes_the_template_opening_from_a_running_one():
+    probs, system = problems(6), "You are a careful assistant who shows every step."
+    engines, records = [FakeEngine(), FakeEngine()], []
+    for eng, share in zip(engines, (True, False)):
+        records.append(list(Decoder(eng, MathTask(), DecodeConfig(batch=2, max_new_tokens=25, share_prefix=share),
+                                    system).run(probs)))
+    assert [r["steps"] for r in records[0]] == [r["steps"] for r in records[1]]
+    across = [(s, d, n) for s, d, n in engines[0].copies if s // 2 != d // 2]  # B of one slot -> B of another
+    assert across and all(d % 2 == 0 and n >= len(f"[system]{system}[user]question ") for _, d, n in across)
+
+
 def test_kv_budget_holds_problems_back_instead_of_overflowing():
     probs = problems(8)
     need = max(len(p.question) + len(p.reference) for p in probs) * 2 + 400

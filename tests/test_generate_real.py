@@ -190,6 +190,10 @@ def test_split_cache_agrees_with_unified(model_path, probs, dasd):
         own = decode(e, probs, strategy="dasd", batch=8, record_candidates=True, speculate="off", share_prefix=False)
         for k in split:  # micro-batches <= 32 tokens: the copied cells are bit-identical
             assert split[k]["steps"] == own[k]["steps"], k
+        # 3 in flight: later problems also take the template's opening from an earlier one's stream
+        waves = decode(e, probs, strategy="dasd", batch=3, record_candidates=True, speculate="off")
+        for k in split:
+            assert waves[k]["steps"] == own[k]["steps"], k
         with pytest.raises(Exception, match="prefixes only"):
             e.copy(0, 1, 2, 4)
         out = list(Decoder(e, MathTask(), DecodeConfig(max_new_tokens=700, batch=8)).run(probs[:2]))

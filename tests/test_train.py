@@ -362,6 +362,21 @@ def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(trained, records_p
     assert sorted(a) == sorted(b) and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def test_gradient_checkpointing_changes_no_number(trained, records_path, tmp_path):
+    """--no-grad-checkpoint keeps every activation (the memory-hungry way); the default
+    recomputes them in the backward pass. The losses and the adapter are the same."""
+    run_a, manifest_a = trained
+    assert TrainConfig(data="d", out="o").grad_checkpoint
+    train(_config(records_path, tmp_path / "keep", grad_checkpoint=False), show_progress=False)
+    log_a, log_b = ([json.loads(x)["loss"] for x in (r / "train_log.jsonl").read_text().splitlines()]
+                    for r in (run_a, tmp_path / "keep"))
+    assert log_b == pytest.approx(log_a, abs=1e-5)
+    from safetensors.numpy import load_file
+
+    a, b = (load_file(str(r / "adapter" / "adapter_model.safetensors")) for r in (run_a, tmp_path / "keep"))
+    assert sorted(a) == sorted(b) and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
 @pytest.mark.slow
 def test_hf_model_from_a_local_checkpoint(records_path, model_path, tmp_path):
     """--hf-model takes a hub id or a directory (the same from_pretrained call; the hub is
