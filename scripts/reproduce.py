@@ -188,6 +188,14 @@ def count_lines(path: Path) -> int | None:
     return sum(1 for line in path.open(encoding="utf-8") if line.strip()) if path.exists() else None
 
 
+def count_replacements(path: Path) -> int | None:
+    """Verified records whose failed rewrite was replaced by the gold solution (--on-fail keep-reference)."""
+    if not path.exists():
+        return None
+    rows = (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
+    return sum(1 for r in rows if r.get("response_source") == "reference")
+
+
 def has_data(path: Path) -> bool:
     """A JSONL file with a record, or any other non-empty file (an adapter)."""
     if path.suffix == ".jsonl":
@@ -225,7 +233,8 @@ def table1(a) -> dict:
         p = paths(a.out, name)
         data = None if name == ORIGIN else count_lines(p["train_data"])
         made = count_lines(p["generated"]) if name in GENERATED else None
-        rows[name] = {"train_records": data, "generated": made,
+        gold = count_replacements(p["train_data"]) if made is not None else None
+        rows[name] = {"train_records": data, "generated": made, "gold_replacements": gold,
                       "accuracy": summary and summary.get("score"), "n": summary and summary.get("n"),
                       "by_level": {lv: c["score"] for lv, c in (summary or {}).get("by_level", {}).items()}}
     return rows
@@ -271,6 +280,8 @@ def markdown(a, results: dict) -> str:
     for name, r in t1.items():
         data = "-" if r["train_records"] is None else str(r["train_records"]) + (
             f" of {r['generated']} generated" if r["generated"] is not None else " gold")
+        if r.get("gold_replacements"):
+            data += f" ({r['train_records'] - r['gold_replacements']} own, {r['gold_replacements']} gold replacements)"
         rows1.append([name, data, pct(r["accuracy"]) + (f" (n={r['n']})" if r["n"] else ""),
                       *(pct(r["by_level"].get(lv)) for lv in levels)])
     out = [f"# Results: task {a.task}, model {a.model or 'embedded default'}\n",

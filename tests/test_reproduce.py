@@ -152,7 +152,8 @@ def test_run_resume_and_results(rp, tmp_path, fake):
     assert status["train/base"] == status["eval/base"] == "no data"
     assert (out / "commands.sh").read_text().count("verify") == 3  # base, dasd (failed), dasd again
     results = json.loads((out / "results.json").read_text())
-    assert results["table1"]["dasd"] == {"train_records": 1, "generated": 3, "accuracy": 0.5, "n": 2, "by_level": {"1": 1.0}}
+    assert results["table1"]["dasd"] == {"train_records": 1, "generated": 3, "gold_replacements": 0, "accuracy": 0.5,
+                                         "n": 2, "by_level": {"1": 1.0}}
     assert results["table1"]["base"]["accuracy"] is None
     assert results["table3"]["generated"]["dasd"]["all"] == 0.5  # one of two tokens has p_base < 0.4
     assert results["table3"]["training"]["sft"]["tokens"] == 6
@@ -160,6 +161,13 @@ def test_run_resume_and_results(rp, tmp_path, fake):
     md = (out / "results.md").read_text()
     assert "## Table 1" in md and "| dasd | 1 of 3 generated | 50.00% (n=2) | 100.00% |" in md
     assert "## Table 3" in md and "| sft | 6 | 50.00% |" in md
+
+
+def test_table1_counts_gold_replacements(rp, tmp_path):
+    path = tmp_path / "dasd.verified.jsonl"
+    rows = [{"id": "a", "response_source": "generated"}, {"id": "b", "response_source": "reference"}, {"id": "c"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    assert rp.count_replacements(path) == 1 and rp.count_replacements(tmp_path / "missing.jsonl") is None
 
 
 def args_list(tmp_path, extra):
