@@ -192,7 +192,7 @@ def train_step(model, batches: list[list], cfg: TrainConfig) -> dict:
     import torch
 
     from .train_data import IGNORE
-    from .train_model import collate, forward_logits, token_nll
+    from .train_model import collate, forward_nll
 
     n_labels = max(1, sum(sum(1 for x in e.labels[1:] if x != IGNORE) for mb in batches for e in mb))
     device = model.device
@@ -200,8 +200,7 @@ def train_step(model, batches: list[list], cfg: TrainConfig) -> dict:
     for mb in batches:
         ids, mask, labels = collate(mb, 0, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits, labels = forward_logits(model, ids, mask, labels)
-        nll, n = token_nll(logits, labels, cfg.profit)
+            nll, n = forward_nll(model, ids, mask, labels, cfg.profit, chunked=getattr(model, "chunked_loss", False))
         (nll / n_labels).backward()
         nll_sum, kept, tokens = nll_sum + float(nll.detach()), kept + n, tokens + int(mask.sum())
     if cfg.max_grad_norm:

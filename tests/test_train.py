@@ -155,6 +155,33 @@ def test_logits_of_prompt_positions_are_skipped_without_changing_the_loss():
     assert float(token_nll(logits, cut)[0]) == pytest.approx(float(full[0]), rel=1e-5) and full[1] == 4
 
 
+@pytest.mark.parametrize("profit", [None, 0.02])
+def test_chunked_loss_gives_the_full_loss_and_gradient(monkeypatch, profit):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dasd_local import train_model
+    from dasd_local.train_data import Example
+    from dasd_local.train_model import collate, forward_nll
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    batch = [Example("a", list(range(1, 12)), [IGNORE] * 3 + list(range(4, 12))),
+             Example("b", [1, 5, 6, 7, 9, 9], [IGNORE] * 2 + [6, 7, 9, 9])]
+    ids, mask, labels = collate(batch, 0, "cpu")
+    monkeypatch.setattr(train_model, "CE_CHUNK", 3)  # several chunks, one of them partial
+    out = []
+    for chunked in (False, True):
+        model.zero_grad()
+        nll, n = forward_nll(model, ids, mask, labels, profit, chunked=chunked)
+        nll.backward()
+        out.append((float(nll), n, [p.grad.clone() for p in model.parameters()]))
+    (full, n_full, g_full), (part, n_part, g_part) = out
+    assert n_part == n_full and part == pytest.approx(full, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_full, g_part))
+
+
 def test_lr_schedule_warms_up_then_decays_to_zero():
     f = [lr_factor(s, 10, 2, "cosine") for s in range(10)]
     assert f[0] < f[1] < f[2] == 1.0 and all(a >= b for a, b in itertools.pairwise(f[2:])) and f[-1] < 0.05
