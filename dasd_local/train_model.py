@@ -85,7 +85,7 @@ def load_model(cfg: TrainConfig, backend: str, gguf_path: Path, run: Path):
 
     model = load_base(cfg, gguf_path)
     if cfg.grad_checkpoint:  # same gradients; activations are recomputed block by block
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=LINEAR,
                       bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # peft 0.21 reads an attribute transformers 5 deprecates
