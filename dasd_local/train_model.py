@@ -120,15 +120,21 @@ def token_nll(logits, labels, profit: float | None = None):
     """Summed next-token NLL over labelled positions, and how many were counted. With
     `profit`, positions whose target probability under the model is below it are dropped
     (a mask: no gradient flows through the decision)."""
+    nll, n = _aligned_nll(logits[:, :-1], labels[:, 1:], profit)
+    return nll, int(n)
+
+
+def _aligned_nll(logits, target, profit: float | None):
+    """Summed NLL of `target` under `logits` at the same positions, and the count (a tensor)."""
     import torch.nn.functional as F
 
-    logits, target = logits[:, :-1].float(), labels[:, 1:]
+    logits = logits.float()
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
                           ignore_index=IGNORE, reduction="none")
     keep = target.reshape(-1) != IGNORE
     if profit is not None:
         keep &= (-nll.detach()).exp() >= profit
-    return (nll * keep).sum(), int(keep.sum())
+    return (nll * keep).sum(), keep.sum()
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -201,14 +207,7 @@ def forward_nll(model, ids, mask, labels, profit: float | None = None, chunked: 
 
 
 def _chunk_nll(head, hidden, target, profit):
-    import torch.nn.functional as F
-
-    logits = head(hidden).float()
-    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE, reduction="none")
-    keep = target.reshape(-1) != IGNORE
-    if profit is not None:
-        keep &= (-nll.detach()).exp() >= profit
-    return (nll * keep).sum(), keep.sum()
+    return _aligned_nll(head(hidden), target, profit)
 
 
 def _first_logit(labels) -> int:
