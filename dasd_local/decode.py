@@ -238,7 +238,7 @@ class Decoder:
         limit = len(slot.b.prompt) - 1
         best, donor = 0, None
         for prompt, fed, seq in cached:
-            n = min(shared_prefix(prompt[:fed], slot.b.prompt), limit)
+            n = min(shared_prefix(prompt, slot.b.prompt), fed, limit)
             if n > best:
                 best, donor = n, seq
         if best >= MIN_SHARED:
