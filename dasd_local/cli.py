@@ -212,7 +212,7 @@ def train(
     mask_ppl: Annotated[Optional[float], typer.Option(help="Mask labels whose base-view PPL exceeds this (paper: 2.5).")] = None,
     profit: Annotated[Optional[float], typer.Option(help="Mask labels whose probability under the trained model is below this (e.g. 0.1).")] = None,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N optimizer steps (0: only at the end).")] = 50,
-    grad_checkpoint: Annotated[bool, typer.Option(help="Recompute activations in the backward pass: a fraction of the memory, about a third more time.")] = True,
+    grad_checkpoint: Annotated[bool, typer.Option(help="Recompute activations in the backward pass: far less memory, more compute (same losses).")] = True,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     merged: Annotated[Optional[str], typer.Option(help="Also write a standalone GGUF with the LoRA merged in: f16 | f32.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp and torch (default: all cores).")] = None,

@@ -64,7 +64,7 @@ class TrainConfig:
     merged: str | None = _opt(None, "also write RUN_DIR/merged-<dtype>.gguf, the LoRA folded into the base: f16 | f32",
                               lambda v: v in ("f16", "f32"), "f16 or f32")
     grad_checkpoint: bool = _opt(True, "recompute each block's activations in the backward pass instead of keeping "
-                                       "them: a fraction of the memory for about a third more time")
+                                       "them: far less memory, more compute, the same losses")
     threads: int | None = _opt(None, "CPU threads for llama.cpp (tokenizing, scoring) and torch (None: all cores)", *_POS)
     resume: bool = _opt(False, "continue from the run directory's last checkpoint")
 
