@@ -1,0 +1,364 @@
+"""Running a verb's problems on a Ray cluster through Ray Data (`--ray`).
+
+The problems become a Ray Dataset (one row per problem, its input index kept), processed
+by `map_batches` over a pool of actors. Each actor (DecodeWorker) opens ONE session (the
+model loaded once per actor) and runs it over every block it is given; it yields one row
+per finished problem, so records stream back to the driver as they finish. The driver
+writes them through the caller's `on_result` (the same records/resume machinery as a local
+run: no shared filesystem is needed), drops any id it already has (a block retried after
+its actor died may repeat problems), and shows one progress bar.
+
+Ray Data already provides the pool, the streaming, autoscaling between MIN and MAX actors,
+and fault tolerance (a dead actor is restarted and its unfinished block retried); this
+module only adapts a verb's session to it. A job is any picklable object with `open()`
+returning a session: `run(payloads)` yields (id, record | None, error | None) per problem,
+`stats()` (cumulative, with `emitted` tokens) and `info()` are small JSON-able dicts.
+
+Knows Ray and the job protocol; knows nothing about decoding, files or the CLI. Ray is
+imported only inside these functions: without `--ray` it is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .errors import ConfigError, DasdError, ModelError
+
+INSTALL = "pip install 'dasd-local[ray]'"
+# a block that has killed its actor this many times fails the run instead of looping
+MAX_BLOCK_RETRIES = 3
+
+
+def parse_workers(text: str | int | None) -> tuple[int, int] | None:
+    """`N` (a fixed pool) or `MIN,MAX` (autoscaling) -> (min, max); None: as the cluster allows."""
+    if text is None or text == "":
+        return None
+    parts = str(text).split(",")
+    try:
+        lo, hi = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except ValueError:
+        lo = hi = 0
+    if len(parts) > 2 or lo < 1 or hi < lo:
+        raise ConfigError(f"--workers = {text!r} is not allowed: expected N or MIN,MAX with 1 <= MIN <= MAX")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = field(default="auto", metadata={"help": "auto (RAY_ADDRESS, else a cluster started on this node, "
+                                                           "else a new local one) | HEAD:PORT | ray://HEAD:10001"})
+    workers: tuple[int, int] | None = field(default=None, metadata={"help": "actors (min, max); None: cluster CPUs "
+                                                                            "(or GPUs) / per-worker share"})
+    threads_per_worker: int = field(default=1, metadata={"help": "CPU threads (and Ray CPUs) of each actor's engine"})
+    gpus_per_worker: float = field(default=0.0, metadata={"help": "Ray GPUs of each actor (CUDA builds; offloads all layers)"})
+    block: int | None = field(default=None, metadata={"help": "problems per block (None: 2 blocks per worker, at least a batch)"})
+
+    def __post_init__(self):
+        if self.threads_per_worker < 1:
+            raise ConfigError(f"--threads-per-worker = {self.threads_per_worker} is not allowed: expected >= 1")
+        if self.gpus_per_worker < 0:
+            raise ConfigError(f"--gpus-per-worker = {self.gpus_per_worker} is not allowed: expected >= 0")
+        if self.block is not None and self.block < 1:
+            raise ConfigError(f"block = {self.block} is not allowed: expected >= 1")
+
+
+def import_ray():
+    """Ray, or one line saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra's `data` part)
+    except ImportError:
+        raise ConfigError(f"--ray needs Ray on this machine: {INSTALL}") from None
+    return ray
+
+
+def connect(address: str) -> tuple[bool, float]:
+    """Join (or start) the cluster; returns (whether we started Ray here, seconds taken).
+
+    `auto` is Ray's own address=None: RAY_ADDRESS if set, else a cluster started with
+    `ray start` on this node, else a new local one."""
+    import logging
+
+    ray = import_ray()
+    if ray.is_initialized():
+        return False, 0.0
+    # the C++ core logs at error level that Ray Data keeps constructor args in the object
+    # store, on every run; the driver shows Ray's real failures as exceptions anyway
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    started = time.time()
+    try:
+        ray.init(address=None if address == "auto" else address, log_to_driver=False,
+                 logging_level=logging.WARNING, include_dashboard=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster ({str(e).splitlines()[0]})") from None
+    return True, time.time() - started
+
+
+def pool_size(rcfg: RayConfig, resources: dict, blocks: int) -> tuple[int, int]:
+    """(min, max) actors: as asked, else as many as the cluster's CPUs (or GPUs) hold."""
+    if rcfg.workers is not None:
+        lo, hi = rcfg.workers
+    elif rcfg.gpus_per_worker > 0:
+        lo = hi = max(1, int(resources.get("GPU", 0) // rcfg.gpus_per_worker))
+    else:
+        lo = hi = max(1, int(resources.get("CPU", 1) // rcfg.threads_per_worker))
+    hi = max(1, min(hi, blocks))
+    return min(lo, hi), hi
+
+
+class DecodeWorker:
+    """The map_batches actor: one session per actor, opened once, run over every block.
+
+    A model that does not resolve here (or any DasdError while opening) is reported on the
+    first row this actor yields, naming the node, and the driver stops with that line."""
+
+    def __init__(self, job):
+        import socket
+
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+        ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), ray.util.get_node_ip_address())
+        self.where, self.node = f"{ip}:{os.getpid()}", f"{socket.gethostname()} ({ip})"
+        self.session, self.fatal, self.busy = None, "", 0.0
+        try:
+            self.session = job.open()
+        except DasdError as e:
+            self.fatal = f"node {self.node}: {e}"
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        if self.fatal:
+            yield self._row(-1, "", None, None, fatal=self.fatal)
+            return
+        index = {str(pid): int(i) for pid, i in zip(batch["id"], batch["index"])}
+        payloads = [json.loads(p) for p in batch["payload"]]
+        start = time.time()
+        for pid, record, error in self.session.run(payloads):
+            now = time.time()
+            self.busy += now - start
+            start = now
+            yield self._row(index[pid], pid, record, error)
+
+    def _row(self, index: int, pid: str, record: dict | None, error: str | None, fatal: str = "") -> dict:
+        info = {} if self.session is None else {"stats": self.session.stats(), **self.session.info()}
+        return {"index": [index], "id": [pid], "record": ["" if record is None else json.dumps(record, ensure_ascii=False)],
+                "error": [error or ""], "fatal": [fatal], "worker": [self.where], "busy": [self.busy],
+                "info": [json.dumps(info)]}
+
+    def __del__(self):
+        if getattr(self, "session", None) is not None:
+            self.session.close()
+
+
+@dataclass
+class Tally:
+    """Per-worker throughput as the rows arrive (each row carries its worker's running totals)."""
+
+    started: float = field(default_factory=time.time)
+    workers: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    duplicates: int = 0
+
+    def add(self, worker: str, busy: float, info: dict) -> None:
+        w = self.workers.setdefault(worker, {"problems": 0})
+        w["problems"] += 1
+        w["tokens"] = int(info.get("stats", {}).get("emitted", 0))
+        w["busy_s"] = round(busy, 3)
+        w["tokens_per_s"] = round(w["tokens"] / busy, 2) if busy > 0 else None
+        w["stats"] = info.pop("stats", {})
+        self.info = info
+
+    def tokens_per_s(self) -> float:
+        """Summed over workers (each at its own rate while busy)."""
+        return sum(w["tokens_per_s"] or 0 for w in self.workers.values())
+
+    def stats(self) -> dict:
+        """The workers' cumulative session stats, summed (nested dicts summed per key)."""
+        total: dict = {}
+        for w in self.workers.values():
+            for k, v in w["stats"].items():
+                if isinstance(v, dict):
+                    sub = total.setdefault(k, {})
+                    for kk, vv in v.items():
+                        sub[kk] = sub.get(kk, 0) + vv
+                elif isinstance(v, (int, float)):
+                    total[k] = total.get(k, 0) + v
+        return total
+
+    def manifest(self) -> dict:
+        return {"worker_count": len(self.workers), "duplicates_dropped": self.duplicates,
+                "workers": {k: {kk: vv for kk, vv in w.items() if kk != "stats"} for k, w in self.workers.items()}}
+
+
+def dataset(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, batch: int):
+    """The problems as a Ray Dataset (index, id, payload) mapped by the actor pool."""
+    import logging
+    import warnings
+
+    import ray
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan and progress notes; ours is the one bar
+    n = len(payloads)
+    lo, hi = pool_size(rcfg, ray.cluster_resources(), n)
+    block = rcfg.block or max(batch, math.ceil(n / (2 * hi)))
+    ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = 1  # every yielded row leaves as its own block: records stream back at once
+    ctx.enable_progress_bars = False  # ours is the one bar
+    rows = [{"index": i, "id": pid, "payload": json.dumps(p, ensure_ascii=False)} for i, (pid, p) in enumerate(payloads)]
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(n / block)))
+    # one block in flight per actor: a free actor always takes the next block (no queue behind a slow one)
+    pool = ray.data.ActorPoolStrategy(min_size=lo, max_size=hi, max_tasks_in_flight_per_actor=1)
+    with warnings.catch_warnings():
+        # Ray Data's defaults retry a block forever; bounded here (Ray 2.60 calls these "ray_remote_args")
+        warnings.simplefilter("ignore")
+        return ds.map_batches(DecodeWorker, fn_constructor_args=(job,), batch_size=block, compute=pool,
+                              num_cpus=rcfg.threads_per_worker, num_gpus=rcfg.gpus_per_worker or None,
+                              max_restarts=-1, max_task_retries=MAX_BLOCK_RETRIES), (lo, hi, block)
+
+
+OnResult = Callable[[str, "dict | None", "str | None"], None]
+
+
+def run_blocks(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result: OnResult, *,
+               skip: set[str] = frozenset(), batch: int = 16, label: str = "ray", console=None) -> dict:
+    """Run `payloads` ((id, JSON-able dict) in input order) on the cluster; `on_result` gets each
+    finished problem once, in completion order. Returns the run's Ray section for the manifest."""
+    ray = import_ray()
+    started_here, init_s = connect(rcfg.address)
+    tally, seen = Tally(), set(skip)
+    try:
+        ds, (lo, hi, block) = dataset(job, payloads, rcfg, batch)
+        with _Bar(label, len(payloads), console) as bar:
+            rows = (row for out in ds.iter_batches(batch_size=None, prefetch_batches=0) for row in _rows(out))
+            deliver(rows, seen, tally, on_result, bar.advance)
+    except DasdError:
+        raise
+    except Exception as e:  # Ray's failures come in many types; one line for the user
+        raise DasdError(f"the Ray run failed: {_first_line(e)}") from e
+    finally:
+        if started_here:
+            ray.shutdown()
+    return {"address": rcfg.address, "init_s": round(init_s, 2), "pool": [lo, hi], "block": block,
+            "threads_per_worker": rcfg.threads_per_worker, "gpus_per_worker": rcfg.gpus_per_worker,
+            **tally.manifest(), "stats": tally.stats(), "info": tally.info}
+
+
+def deliver(rows, seen: set[str], tally: Tally, on_result: OnResult, advance=lambda tally: None) -> None:
+    """Hand each problem's first row to `on_result`; a fatal row (a worker that could not
+    open its session) stops the run with its line."""
+    for row in rows:
+        if row["fatal"]:
+            raise ModelError(row["fatal"])
+        tally.add(row["worker"], float(row["busy"]), json.loads(row["info"]))
+        if row["id"] in seen:
+            tally.duplicates += 1  # a retried block repeating a problem already written
+            continue
+        seen.add(row["id"])
+        on_result(row["id"], json.loads(row["record"]) if row["record"] else None, row["error"] or None)
+        advance(tally)
+
+
+def _rows(batch: dict) -> Iterator[dict]:
+    keys = list(batch)
+    for values in zip(*(batch[k] for k in keys)):
+        yield {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values)}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
+
+
+class _Bar:
+    """One rich progress bar: problems done, workers seen, tokens/s summed over workers."""
+
+    def __init__(self, label: str, total: int, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console)
+        self.job = self.progress.add_task(label, total=total, info="starting workers")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def advance(self, tally: Tally) -> None:
+        self.progress.update(self.job, advance=1,
+                             info=f"{len(tally.workers)} workers  {tally.tokens_per_s():.0f} tok/s")
+
+
+# ---- decoding jobs (generate, eval) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """Generation or eval on Ray: each actor opens the model once and decodes its blocks."""
+
+    run: object  # generate.RunConfig (threads set to the worker's share)
+    cfg: object  # decode.DecodeConfig
+
+    def open(self) -> "_DecodeRun":
+        return _DecodeRun(self.run, self.cfg)
+
+
+def problem_payload(p) -> dict:
+    return {"id": p.id, "question": p.question, "reference": p.reference, "fields": p.fields}
+
+
+class _DecodeRun:
+    """The actor's session: one engine; each block sizes the context for its own prompts."""
+
+    def __init__(self, run, cfg):
+        from .generate import open_engine
+        from .tasks import get_task
+
+        self.run_cfg, self.cfg, self.task = run, cfg, get_task(run.task)
+        self.engine = open_engine(run, cfg)
+        self.totals: dict = {}
+        self.template = None
+
+    def run(self, payloads: list[dict]):
+        from dataclasses import asdict
+
+        from .decode import Decoder, Failed
+        from .generate import size_context
+        from .prompts import ViewBuilder
+        from .tasks import Problem
+
+        problems = [Problem(**p) for p in payloads]
+        size_context(self.engine, ViewBuilder(self.engine, self.task, self.run_cfg.system), problems, self.run_cfg, self.cfg)
+        decoder = Decoder(self.engine, self.task, self.cfg, self.run_cfg.system)
+        self.template, base = decoder.builder.template_source, dict(self.totals)
+        for item in decoder.run(problems):
+            self.totals = _add(base, asdict(decoder.stats))
+            if isinstance(item, Failed):
+                yield item.problem.id, None, item.error
+            else:
+                yield item["id"], item, None
+
+    def stats(self) -> dict:
+        return self.totals
+
+    def info(self) -> dict:
+        from dataclasses import asdict
+
+        return {"model": str(self.engine.path), "engine": asdict(self.engine.config), "template": self.template}
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _add(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _add(out.get(k, {}), v) if isinstance(v, dict) else out.get(k, 0) + v
+    return out
