@@ -163,8 +163,11 @@ class Tally:
     workers: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     duplicates: int = 0
+    first: float | None = None  # seconds from the start to the first row
 
     def add(self, worker: str, busy: float, info: dict) -> None:
+        if self.first is None:
+            self.first = time.time() - self.started
         w = self.workers.setdefault(worker, {"problems": 0})
         w["problems"] += 1
         w["tokens"] = int(info.get("stats", {}).get("emitted", 0))
@@ -191,7 +194,9 @@ class Tally:
         return total
 
     def manifest(self) -> dict:
-        return {"worker_count": len(self.workers), "duplicates_dropped": self.duplicates,
+        return {"run_s": round(time.time() - self.started, 3),
+                "first_record_s": None if self.first is None else round(self.first, 3),
+                "worker_count": len(self.workers), "duplicates_dropped": self.duplicates,
                 "workers": {k: {kk: vv for kk, vv in w.items() if kk != "stats"} for k, w in self.workers.items()}}
 
 
@@ -230,7 +235,7 @@ def run_blocks(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result
     finished problem once, in completion order. Returns the run's Ray section for the manifest."""
     ray = import_ray()
     started_here, init_s = connect(rcfg.address)
-    tally, seen = Tally(), set(skip)
+    tally, seen = Tally(), set(skip)  # the clock starts once the cluster is there
     try:
         ds, (lo, hi, block) = dataset(job, payloads, rcfg, batch)
         with _Bar(label, len(payloads), console) as bar:
