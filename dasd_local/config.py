@@ -192,7 +192,8 @@ class EngineOptions:
 class Columns:
     """The task and how its rows are read (shared by problem sources and scoring)."""
 
-    task: str = setting("math", "math | code | mcq", *one_of("math", "code", "mcq"), flag="--task")
+    # tasks.get_task checks the name (one list of tasks, one message)
+    task: str = setting("math", "math | code | mcq", flag="--task")
     limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
@@ -277,8 +278,7 @@ class ScoreConfig(EngineOptions, Columns):
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    task: str | None = setting(None, "math | code | mcq (default: the records' own task).",
-                               *one_of("math", "code", "mcq"), flag="--task")
+    task: str | None = setting(None, "math | code | mcq (default: the records' own task).", flag="--task")
     on_fail: str = setting("drop", "A wrong response: drop it, or keep-reference (the gold solution replaces it).",
                            *one_of("drop", "keep-reference"), flag="--on-fail")
     workers: int = setting(help="Parallel checks (code runs, math-verify workers) (default: CPU cores).",

@@ -119,8 +119,7 @@ class DecodeSession:
         self._resize(n_ctx, n_seq, True)
 
     def _resize(self, n_ctx: int, n_seq: int, unified: bool) -> None:
-        c = self.engine.config
-        if (c.n_ctx, c.n_seq_max, c.kv_unified) != (n_ctx, n_seq, unified):
-            self.engine.resize(n_ctx, n_seq, kv_unified=unified)
-        else:
-            self.engine.drop(-1)  # same shape as the last block: just empty the cache (-1: every sequence)
+        # always a fresh context, even at the same size: a block then decodes in exactly the
+        # cache layout a new session would give it (the KV cells' placement stays bit-for-bit
+        # reproducible), at the cost of one context allocation per block
+        self.engine.resize(n_ctx, n_seq, kv_unified=unified)
