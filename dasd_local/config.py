@@ -252,10 +252,6 @@ class EvalConfig(EngineOptions, ProblemSource):
             raise ConfigError("eval needs --data (a benchmark split: file or hub id)")
         check_fields(self)
 
-    def run_config(self, out: Path) -> RunConfig:
-        keep = {f.name for f in fields(RunConfig)} - {"out"}
-        return RunConfig(out=out, **{k: getattr(self, k) for k in keep})
-
     def flat(self) -> dict:
         """The resolved config with the decode settings lifted to the top level."""
         d = resolved(self)
