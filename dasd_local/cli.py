@@ -75,12 +75,16 @@ def generate(
     threads: Optional[int] = opt(C.RunConfig, "threads"),
     adapter: Optional[Path] = opt(C.RunConfig, "adapter"),
     system: Optional[str] = opt(C.RunConfig, "system"),
+    ray: Optional[str] = opt(C.RayConfig, "ray"),
+    workers: Optional[str] = opt(C.RayConfig, "workers"),
+    threads_per_worker: int = opt(C.RayConfig, "threads_per_worker"),
+    gpus_per_worker: float = opt(C.RayConfig, "gpus_per_worker"),
 ) -> None:
     """Decode every problem with the base and reference views; write training records."""
     from .generate import generate as run_generate
 
     args = dict(locals())
-    m = run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args))
+    m = run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), ray=_pick(C.RayConfig, args))
     c, st = m["counts"], m["stats"]
     typer.echo(f"wrote {m['out']}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "
                f"{c['skipped_rows']} rows skipped); {st['emitted']} tokens at {st['emitted_per_s']} tok/s")
@@ -161,6 +165,10 @@ def eval_(
     workers: Optional[int] = opt(C.EvalConfig, "workers"),
     timeout: float = opt(C.EvalConfig, "timeout_s"),
     system: Optional[str] = opt(C.EvalConfig, "system"),
+    ray: Optional[str] = opt(C.RayConfig, "ray"),
+    ray_workers: Optional[str] = opt(C.RayConfig, "workers", "--ray-workers"),  # --workers: the answer checks
+    threads_per_worker: int = opt(C.RayConfig, "threads_per_worker"),
+    gpus_per_worker: float = opt(C.RayConfig, "gpus_per_worker"),
 ) -> None:
     """Greedy answers (base view) of a model (+ adapter) on a split: accuracy or pass@1."""
     from rich.console import Console
@@ -173,7 +181,8 @@ def eval_(
     cfg = _pick(C.EvalConfig, args, out_dir=out, timeout_s=timeout,
                 decode=C.eval_decode(batch=batch, max_new_tokens=max_new_tokens))
     console = Console()
-    summary = evaluate(cfg, console)
+    summary = evaluate(cfg, console, ray=C.RayConfig(ray=ray, workers=ray_workers, threads_per_worker=threads_per_worker,
+                                                     gpus_per_worker=gpus_per_worker))
     console.print(summary_table(summary, f"{summary['task']} {summary['metric']}: {Path(summary['model']).name}"
                                 + (f" + {Path(summary['adapter']).name}" if summary.get("adapter") else "")))
     console.print(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'} "
@@ -254,11 +263,16 @@ def score_(
     n_gpu_layers: int = opt(C.ScoreConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.ScoreConfig, "threads"),
     system: Optional[str] = opt(C.ScoreConfig, "system"),
+    ray: Optional[str] = opt(C.RayConfig, "ray"),
+    workers: Optional[str] = opt(C.RayConfig, "workers"),
+    threads_per_worker: int = opt(C.RayConfig, "threads_per_worker"),
+    gpus_per_worker: float = opt(C.RayConfig, "gpus_per_worker"),
 ) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
     from .scoring import score_file
 
-    m = score_file(inp, out, _pick(C.ScoreConfig, dict(locals())))
+    args = dict(locals())
+    m = score_file(inp, out, _pick(C.ScoreConfig, args), ray=_pick(C.RayConfig, args))
     c = m["counts"]
     typer.echo(f"wrote {out}: {c['done']} records ({c['scored_now']} scored now, {c['failed']} failed) in {m['seconds']} s")
     _echo_skipped(m["skipped"], 5)

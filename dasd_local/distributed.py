@@ -27,44 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from .config import RayConfig
 from .errors import ConfigError, DasdError, ModelError
 
 INSTALL = "pip install 'dasd-local[ray]'"
 # a block that has killed its actor this many times fails the run instead of looping
 MAX_BLOCK_RETRIES = 3
-
-
-def parse_workers(text: str | int | None) -> tuple[int, int] | None:
-    """`N` (a fixed pool) or `MIN,MAX` (autoscaling) -> (min, max); None: as the cluster allows."""
-    if text is None or text == "":
-        return None
-    parts = str(text).split(",")
-    try:
-        lo, hi = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
-    except ValueError:
-        lo = hi = 0
-    if len(parts) > 2 or lo < 1 or hi < lo:
-        raise ConfigError(f"--workers = {text!r} is not allowed: expected N or MIN,MAX with 1 <= MIN <= MAX")
-    return lo, hi
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    address: str = field(default="auto", metadata={"help": "auto (RAY_ADDRESS, else a cluster started on this node, "
-                                                           "else a new local one) | HEAD:PORT | ray://HEAD:10001"})
-    workers: tuple[int, int] | None = field(default=None, metadata={"help": "actors (min, max); None: cluster CPUs "
-                                                                            "(or GPUs) / per-worker share"})
-    threads_per_worker: int = field(default=1, metadata={"help": "CPU threads (and Ray CPUs) of each actor's engine"})
-    gpus_per_worker: float = field(default=0.0, metadata={"help": "Ray GPUs of each actor (CUDA builds; offloads all layers)"})
-    block: int | None = field(default=None, metadata={"help": "problems per block (None: 2 blocks per worker, at least a batch)"})
-
-    def __post_init__(self):
-        if self.threads_per_worker < 1:
-            raise ConfigError(f"--threads-per-worker = {self.threads_per_worker} is not allowed: expected >= 1")
-        if self.gpus_per_worker < 0:
-            raise ConfigError(f"--gpus-per-worker = {self.gpus_per_worker} is not allowed: expected >= 0")
-        if self.block is not None and self.block < 1:
-            raise ConfigError(f"block = {self.block} is not allowed: expected >= 1")
 
 
 def import_ray():
@@ -101,8 +69,8 @@ def connect(address: str) -> tuple[bool, float]:
 
 def pool_size(rcfg: RayConfig, resources: dict, blocks: int) -> tuple[int, int]:
     """(min, max) actors: as asked, else as many as the cluster's CPUs (or GPUs) hold."""
-    if rcfg.workers is not None:
-        lo, hi = rcfg.workers
+    if rcfg.pool is not None:
+        lo, hi = rcfg.pool
     elif rcfg.gpus_per_worker > 0:
         lo = hi = max(1, int(resources.get("GPU", 0) // rcfg.gpus_per_worker))
     else:
@@ -234,7 +202,7 @@ def run_blocks(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result
     """Run `payloads` ((id, JSON-able dict) in input order) on the cluster; `on_result` gets each
     finished problem once, in completion order. Returns the run's Ray section for the manifest."""
     ray = import_ray()
-    started_here, init_s = connect(rcfg.address)
+    started_here, init_s = connect(rcfg.ray)
     tally, seen = Tally(), set(skip)  # the clock starts once the cluster is there
     try:
         ds, (lo, hi, block) = dataset(job, payloads, rcfg, batch)
@@ -248,7 +216,7 @@ def run_blocks(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result
     finally:
         if started_here:
             ray.shutdown()
-    return {"address": rcfg.address, "init_s": round(init_s, 2), "pool": [lo, hi], "block": block,
+    return {"address": rcfg.ray, "init_s": round(init_s, 2), "pool": [lo, hi], "block": block,
             "threads_per_worker": rcfg.threads_per_worker, "gpus_per_worker": rcfg.gpus_per_worker,
             **tally.manifest(), "stats": tally.stats(), "info": tally.info}
 
@@ -306,64 +274,77 @@ class _Bar:
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """Generation or eval on Ray: each actor opens the model once and decodes its blocks."""
+    """Generation or eval on Ray: each actor holds one DecodeSession (the model loaded once)
+    and decodes block after block with it."""
 
-    run: object  # generate.RunConfig (threads set to the worker's share)
-    cfg: object  # decode.DecodeConfig
+    opts: object  # config.EngineOptions (threads and GPU layers set for the worker)
+    task: str
+    cfg: object  # config.DecodeConfig
 
-    def open(self) -> "_DecodeRun":
-        return _DecodeRun(self.run, self.cfg)
+    def open(self) -> "DecodeRun":
+        return DecodeRun(self)
+
+
+def for_worker(opts, rcfg: RayConfig):
+    """Engine options as each actor runs them: its thread share; with GPUs, every layer offloaded."""
+    from dataclasses import replace
+
+    gpu_layers = opts.n_gpu_layers or (-1 if rcfg.gpus_per_worker > 0 else 0)
+    return replace(opts, threads=rcfg.threads_per_worker, n_gpu_layers=gpu_layers)
 
 
 def problem_payload(p) -> dict:
     return {"id": p.id, "question": p.question, "reference": p.reference, "fields": p.fields}
 
 
-class _DecodeRun:
-    """The actor's session: one engine; each block sizes the context for its own prompts."""
+class DecodeRun:
+    """The actor's side of a DecodeJob: an open DecodeSession fed one block at a time."""
 
-    def __init__(self, run, cfg):
-        from .generate import open_engine
+    def __init__(self, job: DecodeJob):
+        from .session import DecodeSession
         from .tasks import get_task
 
-        self.run_cfg, self.cfg, self.task = run, cfg, get_task(run.task)
-        self.engine = open_engine(run, cfg)
-        self.totals: dict = {}
-        self.template = None
+        self.session = DecodeSession(job.opts, get_task(job.task), job.cfg)
+        self.session.open()
 
     def run(self, payloads: list[dict]):
-        from dataclasses import asdict
-
-        from .decode import Decoder, Failed
-        from .generate import size_context
-        from .prompts import ViewBuilder
+        from .decode_state import Failed
         from .tasks import Problem
 
-        problems = [Problem(**p) for p in payloads]
-        size_context(self.engine, ViewBuilder(self.engine, self.task, self.run_cfg.system), problems, self.run_cfg, self.cfg)
-        decoder = Decoder(self.engine, self.task, self.cfg, self.run_cfg.system)
-        self.template, base = decoder.builder.template_source, dict(self.totals)
-        for item in decoder.run(problems):
-            self.totals = _add(base, asdict(decoder.stats))
+        for item in self.session.run([Problem(**p) for p in payloads]):
             if isinstance(item, Failed):
                 yield item.problem.id, None, item.error
             else:
                 yield item["id"], item, None
 
     def stats(self) -> dict:
-        return self.totals
+        from dataclasses import asdict
+
+        return asdict(self.session.stats)
 
     def info(self) -> dict:
         from dataclasses import asdict
 
-        return {"model": str(self.engine.path), "engine": asdict(self.engine.config), "template": self.template}
+        s = self.session
+        return {"model": str(s.engine.path), "engine": asdict(s.engine.config), "decode": asdict(s.cfg),
+                "template": s.builder.template_source}
 
     def close(self) -> None:
-        self.engine.close()
+        self.session.close()
 
 
-def _add(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _add(out.get(k, {}), v) if isinstance(v, dict) else out.get(k, 0) + v
-    return out
+def model_facts(info: dict, model: str | None) -> dict:
+    """The model as the workers opened it, with its sha256 where this machine holds that file
+    too (the driver need not have the model: then the sha256 is None)."""
+    from pathlib import Path
+
+    from .models import resolve
+    from .records import sha256_file
+
+    path = info.get("model")
+    if path is None:  # nothing ran now: what the name means here, if anything
+        try:
+            path = str(resolve(model)[0])
+        except DasdError:
+            return {"model": model, "model_sha256": None}
+    return {"model": path, "model_sha256": sha256_file(Path(path)) if Path(path).is_file() else None}

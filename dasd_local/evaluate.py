@@ -110,6 +110,30 @@ def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, conso
     return {"decode_calls": session.stats.decode_calls, "emitted_tokens": session.stats.emitted}
 
 
+def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path, console, ray) -> dict:
+    """The same on a Ray cluster: actors decode, answers stream back and are judged here."""
+    from .distributed import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
+
+    with path.open("a", encoding="utf-8") as out:
+        judge = _Judge(task, out, cfg.workers)
+
+        def on_result(pid: str, record: dict | None, error: str | None) -> None:
+            if record is None:
+                judge.failed(pid, error)
+            else:
+                judge.submit(record)
+
+        try:
+            info = run_blocks(DecodeJob(for_worker(cfg, ray), cfg.task, cfg.decode),
+                              [(p.id, problem_payload(p)) for p in todo], ray, on_result,
+                              batch=cfg.decode.batch, label="eval (ray)", console=console)
+        finally:
+            judge.close()
+    stats, facts = info.pop("stats"), info.pop("info")
+    return {"decode_calls": stats.get("decode_calls", 0), "emitted_tokens": stats.get("emitted", 0),
+            **model_facts(facts, cfg.model), "ray": info}
+
+
 class _Progress:
     """A rich progress bar as a context manager yielding its `advance` callable."""
 
@@ -146,10 +170,17 @@ def score(lines: list[dict]) -> dict:
     return out
 
 
-def evaluate(cfg: EvalConfig, console=None) -> dict:
-    """Run (or resume) the evaluation; returns the summary, also written to summary.json."""
+def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
+    """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a config.RayConfig);
+    returns the summary, also written to summary.json."""
     from .data import load_source
     from .records import versions
+
+    on_ray = ray is not None and ray.enabled
+    if on_ray:
+        from .distributed import import_ray
+
+        import_ray()
 
     task, source, problems, skipped = load_source(cfg)
     task.set_timeout(cfg.timeout_s)
@@ -159,7 +190,12 @@ def evaluate(cfg: EvalConfig, console=None) -> dict:
     todo = [p for p in problems if p.id not in done]
     started = time.time()
     try:
-        stats = _decode_and_judge(cfg, task, todo, path, console) if todo else {}
+        if not todo:
+            stats = {}
+        elif on_ray:
+            stats = _decode_and_judge_on_ray(cfg, task, todo, path, console, ray)
+        else:
+            stats = _decode_and_judge(cfg, task, todo, path, console)
     finally:
         task.close()
     seconds = time.time() - started
@@ -169,19 +205,23 @@ def evaluate(cfg: EvalConfig, console=None) -> dict:
         "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **score(lines),
         "problems": len(problems), "ran_now": len(todo), "seconds_now": round(seconds, 1),
         "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
-        "skipped_rows": len(skipped.rows), "data": str(source), **stats, **_model_info(cfg), "versions": versions(),
+        "skipped_rows": len(skipped.rows), "data": str(source), **_model_info(cfg, stats), **stats, "versions": versions(),
         "config": cfg.flat(),
     }
     _rewrite_json(cfg.out_dir / SUMMARY, summary)
     return summary
 
 
-def _model_info(cfg: EvalConfig) -> dict:
+def _model_info(cfg: EvalConfig, stats: dict) -> dict:
+    """The model's path and sha256 (on Ray, as the workers reported them: `stats`)."""
     from .models import resolve
     from .records import sha256_file
 
-    path, _ = resolve(cfg.model)
-    info = {"model": str(path), "model_sha256": sha256_file(path)}
+    if "model" in stats:
+        info = {}
+    else:
+        path, _ = resolve(cfg.model)
+        info = {"model": str(path), "model_sha256": sha256_file(path)}
     if cfg.adapter:
         info.update(adapter=str(cfg.adapter), adapter_sha256=sha256_file(cfg.adapter))
     return info

@@ -1,8 +1,9 @@
 """`dasd-local generate`: problems in, DASD (or baseline) records out, resumably.
 
 Ties the pieces together: load the problems, skip those already written, decode the
-rest in one DecodeSession (session.py: model, engine, views, context), append records
-as they finish, show progress, write the manifest last. The decoding itself lives in
+rest in one DecodeSession (session.py: model, engine, views, context) or, with `--ray`,
+on a Ray cluster's actors (distributed.py), append records as they finish, show
+progress, write the manifest last. The decoding itself lives in
 decode.py, the settings in config.py.
 """
 
@@ -11,41 +12,83 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from .config import DecodeConfig, RunConfig, resolved
+from .config import DecodeConfig, RayConfig, RunConfig, resolved
 from .decode_state import Failed, Stats
 
 
-def generate(run: RunConfig, cfg: DecodeConfig, console=None) -> dict:
-    """Run generation; returns the manifest (also written beside the output)."""
+def generate(run: RunConfig, cfg: DecodeConfig, console=None, ray: RayConfig | None = None) -> dict:
+    """Run generation (here, or on a Ray cluster with `ray`); returns the manifest (also
+    written beside the output)."""
     from .data import load_source
-    from .records import RunWriter, sha256_file, versions
-    from .session import DecodeSession
+    from .records import RunWriter, versions
 
+    if ray is not None and ray.enabled:
+        from .distributed import import_ray
+
+        import_ray()  # before the output is opened again: no Ray, nothing touched
     run = run.with_out(cfg.strategy)
     task, source, problems, skipped = load_source(run)
     writer = RunWriter(run.out)
     todo = [p for p in problems if p.id not in writer.done and p.id not in writer.failed]
-    session = DecodeSession(run, task, cfg)
     started = time.time()
+    try:
+        if ray is not None and ray.enabled:
+            failed, facts = _run_on_ray(run, cfg, ray, todo, writer, console)
+        else:
+            failed, facts = _run_here(run, task, cfg, todo, writer, console)
+    finally:
+        writer.close()
+    stats = facts.pop("stats")
+    manifest = {
+        **facts, "versions": versions(), "task": task.name, "data": str(source), "split": run.split, "out": str(run.out),
+        "run": resolved(run),
+        "counts": {"problems": len(problems), "done": len(writer.done), "ran_now": len(todo) - len(failed),
+                   "failed": len(writer.failed), "skipped_rows": len(skipped.rows)},
+        "skipped": skipped.rows[:100], "failed_now": failed[:100],
+        "stats": _stats_dict(stats, time.time() - started),
+    }
+    writer.finish([p.id for p in problems], manifest)
+    return manifest
+
+
+def _run_here(run: RunConfig, task, cfg: DecodeConfig, todo, writer, console) -> tuple[list[str], dict]:
+    """Decode in this process: one DecodeSession."""
+    from .records import sha256_file
+    from .session import DecodeSession
+
+    session = DecodeSession(run, task, cfg)
     try:
         session.open()
         failed = _run(session, todo, writer, console)
     finally:
-        writer.close()
         session.close()
     engine = session.engine
-    manifest = {
-        "model": str(engine.path), "model_sha256": sha256_file(engine.path), "versions": versions(),
-        "task": task.name, "data": str(source), "split": run.split, "out": str(run.out),
-        "decode": asdict(session.cfg), "run": resolved(run),
-        "engine": asdict(engine.config), "template": session.builder.template_source,
-        "counts": {"problems": len(problems), "done": len(writer.done), "ran_now": len(todo) - len(failed),
-                   "failed": len(writer.failed), "skipped_rows": len(skipped.rows)},
-        "skipped": skipped.rows[:100], "failed_now": failed[:100],
-        "stats": _stats_dict(session.stats, time.time() - started),
-    }
-    writer.finish([p.id for p in problems], manifest)
-    return manifest
+    return failed, {"model": str(engine.path), "model_sha256": sha256_file(engine.path), "decode": asdict(session.cfg),
+                    "engine": asdict(engine.config), "template": session.builder.template_source,
+                    "stats": session.stats}
+
+
+def _run_on_ray(run: RunConfig, cfg: DecodeConfig, ray: RayConfig, todo, writer, console) -> tuple[list[str], dict]:
+    """Decode on a Ray cluster's actor pool; records stream back and are written here."""
+    from .distributed import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
+
+    failed: list[str] = []
+
+    def on_result(pid: str, record: dict | None, error: str | None) -> None:
+        if record is None:
+            writer.write_failed(pid, error)
+            failed.append(f"{pid}: {error}")
+        else:
+            writer.write(record)
+
+    job = DecodeJob(for_worker(run, ray), run.task, cfg)
+    ray_info = run_blocks(job, [(p.id, problem_payload(p)) for p in todo], ray, on_result,
+                         skip=writer.done | writer.failed, batch=cfg.batch, label=f"{cfg.strategy} (ray)",
+                         console=console) if todo else {}
+    info, totals = ray_info.pop("info", {}), ray_info.pop("stats", {})
+    stats = Stats(**{k: v for k, v in totals.items() if k in Stats.__dataclass_fields__})
+    return failed, {**model_facts(info, run.model), "decode": info.get("decode", asdict(cfg)),
+                    "engine": info.get("engine"), "template": info.get("template"), "ray": ray_info, "stats": stats}
 
 
 def _stats_dict(stats: Stats, seconds: float) -> dict:

@@ -157,42 +157,116 @@ def has_topk(record: dict) -> bool:
     return bool(steps) and all(s.get("topk_base") and s.get("topk_ref") for s in steps)
 
 
-def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
-    """Score every record of `inp` into `out` (resumable: ids already there are skipped);
-    returns the manifest, written last beside the output."""
-    from .records import RunWriter, read_jsonl, sha256_file, versions
+def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None, ray=None) -> dict:
+    """Score every record of `inp` into `out` (resumable: ids already there are skipped),
+    here or on a Ray cluster (`ray`: a config.RayConfig); returns the manifest, written
+    last beside the output."""
+    from .records import RunWriter, read_jsonl, versions
 
+    on_ray = ray is not None and ray.enabled
+    if on_ray:
+        from .distributed import import_ray
+
+        import_ray()
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     rows, malformed = read_jsonl(Path(inp))
     rows = rows[:cfg.limit] if cfg.limit else rows
     writer = RunWriter(Path(out))
-    session = scoring_session(cfg)
     started, skipped = time.time(), []
     try:
-        session.open()
+        run = _score_on_ray if on_ray else _score_here
+        ids, todo, facts = run(rows, cfg, writer, skipped, progress, *([ray] if on_ray else []))
+    finally:
+        writer.close()
+    manifest = {
+        **facts, "versions": versions(), "input": str(inp), "out": str(out), "config": resolved(cfg),
+        "counts": {"records": len(rows), "done": len(writer.done), "scored_now": todo - len(skipped),
+                   "failed": len(writer.failed), "malformed": len(malformed)},
+        "skipped": (skipped + malformed)[:100], "seconds": round(time.time() - started, 2),
+    }
+    writer.finish(ids, manifest)
+    return manifest
+
+
+def _score_here(rows: list[dict], cfg: ScoreConfig, writer, skipped: list, progress) -> tuple[list, int, dict]:
+    """Score in this process; returns (ids in input order, how many ran, model facts)."""
+    from .records import sha256_file
+
+    with scoring_session(cfg) as session:
         engine = session.engine
         items = [prepare(r, i, engine, session.builder, cfg) for i, r in enumerate(rows)]
         seen = writer.done | writer.failed
         todo = [it for it in items if it.record["id"] not in seen]
         fit_context(engine, todo)
         for item, result in score_items(engine, todo, cfg.top_k):
-            if isinstance(result, str):
-                skipped.append(f"{item.record['id']}: {result}")
-                writer.write_failed(item.record["id"], result)
-            else:
-                writer.write(result)
+            failed = isinstance(result, str)
+            _write(writer, skipped, item.record["id"], None if failed else result, result if failed else None)
             if progress:
                 progress(item)
-    finally:
-        writer.close()
-        session.close()
-    manifest = {
-        "model": str(engine.path), "model_sha256": sha256_file(engine.path), "versions": versions(),
-        "input": str(inp), "out": str(out), "config": resolved(cfg),
-        "counts": {"records": len(rows), "done": len(writer.done), "scored_now": len(todo) - len(skipped),
-                   "failed": len(writer.failed), "malformed": len(malformed)},
-        "skipped": (skipped + malformed)[:100], "seconds": round(time.time() - started, 2),
-    }
-    writer.finish([it.record["id"] for it in items], manifest)
-    return manifest
+    return [it.record["id"] for it in items], len(todo), {"model": str(engine.path),
+                                                         "model_sha256": sha256_file(engine.path)}
+
+
+def _write(writer, skipped: list, pid: str, record: dict | None, error: str | None) -> None:
+    if record is None:
+        skipped.append(f"{pid}: {error}")
+        writer.write_failed(pid, error)
+    else:
+        writer.write(record)
+
+
+def _score_on_ray(rows: list[dict], cfg: ScoreConfig, writer, skipped: list, progress, ray) -> tuple[list, int, dict]:
+    """Score on a Ray cluster's actors; each row's id is known here (no engine needed), the
+    prompts are tokenized by the worker that scores it."""
+    from .distributed import for_worker, model_facts, run_blocks
+    from .tasks import get_task
+
+    task = get_task(cfg.task)
+    ids = []
+    for i, row in enumerate(rows):
+        if row.get("task") not in (None, task.name):
+            raise ConfigError(f"record {row.get('id', i)!r} is from task {row['task']!r}, not --task {task.name}")
+        ids.append(problem_of(row, task, cfg.fields, i).id)
+    seen = writer.done | writer.failed
+    todo = [(pid, {"index": i, "row": row}) for i, (pid, row) in enumerate(zip(ids, rows)) if pid not in seen]
+    info = run_blocks(ScoreJob(for_worker(cfg, ray)), todo, ray, lambda *r: _write(writer, skipped, *r),
+                      skip=seen, batch=1, label="score (ray)") if todo else {"info": {}}
+    return ids, len(todo), {**model_facts(info.pop("info"), cfg.model), "ray": info}
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """The scoring pass on Ray: each actor opens the model once and scores block after block."""
+
+    cfg: ScoreConfig
+
+    def open(self) -> "_ScoreRun":
+        return _ScoreRun(self.cfg)
+
+
+class _ScoreRun:
+    def __init__(self, cfg: ScoreConfig):
+        self.cfg, self.tokens = cfg, 0
+        self.session = scoring_session(cfg)
+        self.session.open()
+
+    def run(self, payloads: list[dict]):
+        engine = self.session.engine
+        items = [prepare(p["row"], p["index"], engine, self.session.builder, self.cfg) for p in payloads]
+        fit_context(engine, items)
+        for item, result in score_items(engine, items, self.cfg.top_k):
+            if isinstance(result, str):
+                yield item.record["id"], None, result
+            else:
+                self.tokens += len(item.response)
+                yield item.record["id"], result, None
+
+    def stats(self) -> dict:
+        return {"emitted": self.tokens}
+
+    def info(self) -> dict:
+        return {"model": str(self.session.engine.path)}
+
+    def close(self) -> None:
+        self.session.close()

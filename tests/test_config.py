@@ -16,13 +16,14 @@ from dasd_local.errors import ConfigError
 # the config classes behind each command's options; an option none of them declares must
 # be listed in NOT_CONFIG (it is about the command, not a setting of the run)
 SOURCES = {
-    "generate": (C.RunConfig, C.DecodeConfig),
-    "eval": (C.EvalConfig, C.DecodeConfig),
-    "score": (C.ScoreConfig,),
+    "generate": (C.RunConfig, C.DecodeConfig, C.RayConfig),
+    "eval": (C.EvalConfig, C.DecodeConfig, C.RayConfig),
+    "score": (C.ScoreConfig, C.RayConfig),
     "verify": (C.VerifyConfig,),
     "train": (C.TrainConfig,),
 }
-ALIASES = {("eval", "out"): "out_dir", ("eval", "timeout"): "timeout_s", ("verify", "timeout"): "timeout_s"}
+ALIASES = {("eval", "out"): "out_dir", ("eval", "timeout"): "timeout_s", ("verify", "timeout"): "timeout_s",
+           ("eval", "ray_workers"): (C.RayConfig, "workers")}  # eval's --workers are its answer checks
 NOT_CONFIG = {("verify", "inp"), ("verify", "out"), ("score", "inp"), ("score", "out")}
 
 
@@ -33,6 +34,8 @@ def commands() -> dict:
 
 def field_for(command: str, param: str) -> dataclasses.Field | None:
     name = ALIASES.get((command, param), param)
+    if isinstance(name, tuple):
+        return C.field_of(*name)
     for cls in SOURCES[command]:
         if name in {f.name for f in dataclasses.fields(cls)}:
             return C.field_of(cls, name)
@@ -56,7 +59,8 @@ def test_every_option_takes_default_and_help_from_its_field(command):
 
 
 def test_checked_fields_have_a_range_and_flags_match_their_options():
-    for cls in (C.RuleConfig, C.DecodeConfig, C.RunConfig, C.EvalConfig, C.ScoreConfig, C.VerifyConfig, C.TrainConfig):
+    for cls in (C.RuleConfig, C.DecodeConfig, C.RunConfig, C.EvalConfig, C.ScoreConfig, C.VerifyConfig, C.TrainConfig,
+                C.RayConfig):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
             assert (f.metadata["check"] is None) == (not f.metadata["expect"]), f"{cls.__name__}.{f.name}"

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from dasd_local.decode import DecodeConfig
-from dasd_local.distributed import RayConfig, Tally, deliver, parse_workers, pool_size
+from dasd_local.config import DecodeConfig, RayConfig, RunConfig, parse_workers
+from dasd_local.distributed import Tally, deliver, pool_size
 from dasd_local.errors import ConfigError, ModelError
-from dasd_local.generate import RunConfig, generate
-from dasd_local.ray_generate import generate_on_ray
+from dasd_local.generate import generate
 
-from test_generate_real import assert_agree, check_rule
+from test_generate_real import TOL, assert_agree, check_rule
 
 NEW = 16
 CFG = DecodeConfig(max_new_tokens=NEW, batch=4, record_candidates=True, speculate="off")
@@ -37,12 +36,12 @@ CFG = DecodeConfig(max_new_tokens=NEW, batch=4, record_candidates=True, speculat
 def test_workers_option():
     assert parse_workers("3") == (3, 3) and parse_workers("1,4") == (1, 4) and parse_workers(None) is None
     for bad in ("0", "4,2", "a", "1,2,3"):
-        with pytest.raises(ConfigError, match="--workers"):
-            parse_workers(bad)
+        with pytest.raises(ConfigError, match="--workers = "):
+            RayConfig(workers=bad)
     assert pool_size(RayConfig(threads_per_worker=2), {"CPU": 8.0}, blocks=10) == (4, 4)
     assert pool_size(RayConfig(gpus_per_worker=1), {"CPU": 8.0, "GPU": 2.0}, blocks=10) == (2, 2)
-    assert pool_size(RayConfig(workers=(1, 8)), {"CPU": 8.0}, blocks=3) == (1, 3)  # never more actors than blocks
-    with pytest.raises(ConfigError, match="threads-per-worker"):
+    assert pool_size(RayConfig(workers="1,8"), {"CPU": 8.0}, blocks=3) == (1, 3)  # never more actors than blocks
+    with pytest.raises(ConfigError, match="--threads-per-worker .* = 0 is not allowed"):
         RayConfig(threads_per_worker=0)
 
 
@@ -62,15 +61,21 @@ def test_the_driver_writes_each_id_once_and_stops_on_a_fatal_row():
         deliver(iter([row("d", fatal="node x: model missing")]), set(), Tally(), lambda *r: None)
 
 
-def test_without_the_extra_one_error_line(tmp_path):
-    """`import ray` failing (as without the extra) is one line naming the install command."""
-    code = ("import sys; sys.modules['ray'] = None\n"
-            "from dasd_local.distributed import import_ray\n"
-            "from dasd_local.errors import DasdError\n"
-            "try:\n    import_ray()\nexcept DasdError as e:\n    print(f'error: {e}', file=sys.stderr); sys.exit(1)\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+def cli_without_ray(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a Python where `import ray` fails, as it does without the extra."""
+    code = "import sys; sys.modules['ray'] = None\nfrom dasd_local.cli import main\nsys.argv[0] = 'dasd-local'\nmain()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_without_the_extra_one_error_line_and_local_runs_never_import_ray(tmp_path):
+    args = ["generate", "--limit", "1", "--max-new-tokens", "4", "--threads", "1", "-o", "r.jsonl"]
+    p = cli_without_ray(*args, "--ray", "auto", cwd=tmp_path)
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == ["error: --ray needs Ray on this machine: pip install 'dasd-local[ray]'"]
+    assert not (tmp_path / "r.jsonl").exists()  # refused before anything was opened
+    p = cli_without_ray(*args, cwd=tmp_path)  # no --ray: Ray is never imported
+    assert p.returncode == 0, p.stderr
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
@@ -107,16 +112,21 @@ def records(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def local(data12, tmp_path_factory) -> list[dict]:
+def local_out(data12, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "local.jsonl"
     generate(run_cfg(data12, out), CFG)
-    return records(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def local(local_out) -> list[dict]:
+    return records(local_out)
 
 
 @pytest.mark.slow
 def test_two_workers_match_a_local_run(cluster, data12, local, tmp_path):
     out = tmp_path / "ray.jsonl"
-    m = generate_on_ray(run_cfg(data12, out), CFG, RayConfig(workers=(2, 2), block=3))
+    m = generate(run_cfg(data12, out), CFG, ray=RayConfig(ray="auto", workers="2", block=3))
     got = records(out)
     assert [r["id"] for r in got] == [r["id"] for r in local]  # input order, every id once
     assert check_rule({r["id"]: r for r in got}) > 100
@@ -164,7 +174,7 @@ def test_a_worker_killed_mid_run_leaves_every_id_once(cluster, data12, local, tm
 
     killer = threading.Thread(target=kill_one)
     killer.start()
-    m = generate_on_ray(run_cfg(data12, out), CFG, RayConfig(workers=(2, 2), block=2))
+    m = generate(run_cfg(data12, out), CFG, ray=RayConfig(ray="auto", workers="2", block=2))
     killer.join()
     assert killed, "no worker process found to kill"
     print(f"killed {killed[0]}; workers: {m['ray']['workers']}; dropped {m['ray']['duplicates_dropped']}")
@@ -177,13 +187,10 @@ def test_a_worker_killed_mid_run_leaves_every_id_once(cluster, data12, local, tm
 @pytest.mark.slow
 def test_a_killed_driver_resumes(cluster, data12, local, tmp_path):
     out = tmp_path / "ray.jsonl"
-    script = ("import sys; from pathlib import Path\n"
-              "from dasd_local.decode import DecodeConfig\nfrom dasd_local.generate import RunConfig\n"
-              "from dasd_local.distributed import RayConfig\nfrom dasd_local.ray_generate import generate_on_ray\n"
-              f"generate_on_ray(RunConfig(data={str(data12)!r}, out=Path({str(out)!r}), threads=1), {CFG!r}, "
-              "RayConfig(address='auto', workers=(2, 2), block=2))\n")
+    args = ["generate", "--data", data12, "-o", out, "--threads-per-worker", "1", "--workers", "2", "--ray", "auto",
+            "--max-new-tokens", NEW, "--batch", 4, "--record-candidates", "--speculate", "off"]
     env = {**os.environ, "RAY_ADDRESS": cluster}  # `auto` honours RAY_ADDRESS
-    driver = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path,
+    driver = subprocess.Popen([sys.executable, "-m", "dasd_local", *map(str, args)], env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_lines(out, 3)
     driver.send_signal(signal.SIGKILL)
@@ -191,7 +198,7 @@ def test_a_killed_driver_resumes(cluster, data12, local, tmp_path):
     partial = out.read_text().splitlines()
     assert 3 <= len(partial) < 12, "kill came too late to test resume"
     assert not out.with_name("ray.manifest.json").exists()
-    m = generate_on_ray(run_cfg(data12, out), CFG, RayConfig(address=cluster, workers=(2, 2), block=2))
+    m = generate(run_cfg(data12, out), CFG, ray=RayConfig(ray=cluster, workers="2", block=2))
     assert [r["id"] for r in records(out)] == [r["id"] for r in local]
     assert m["counts"]["ran_now"] == 12 - len(partial)
 
@@ -199,5 +206,31 @@ def test_a_killed_driver_resumes(cluster, data12, local, tmp_path):
 @pytest.mark.slow
 def test_a_model_missing_on_a_node_is_one_line(cluster, data12, tmp_path):
     with pytest.raises(ModelError, match=r"^node \S+ \([\d.]+\): model '/nowhere/model\.gguf'"):
-        generate_on_ray(replace(run_cfg(data12, tmp_path / "x.jsonl"), model="/nowhere/model.gguf"), CFG,
-                        RayConfig(workers=(1, 1)))
+        generate(replace(run_cfg(data12, tmp_path / "x.jsonl"), model="/nowhere/model.gguf"), CFG,
+                 ray=RayConfig(ray="auto", workers="1"))
+
+
+@pytest.mark.slow
+def test_score_and_eval_on_ray_match_local_runs(cluster, data12, local_out, tmp_path):
+    from dasd_local.config import EvalConfig, ScoreConfig, eval_decode
+    from dasd_local.evaluate import PREDICTIONS, evaluate
+    from dasd_local.scoring import score_file
+
+    ray = RayConfig(ray="auto", workers="2")
+    score_file(local_out, tmp_path / "here.jsonl", ScoreConfig(threads=1))
+    m = score_file(local_out, tmp_path / "there.jsonl", ScoreConfig(threads=1), ray=ray)
+    here, there = records(tmp_path / "here.jsonl"), records(tmp_path / "there.jsonl")
+    assert [r["id"] for r in there] == [r["id"] for r in here] and m["counts"]["done"] == 12
+    for x, y in zip(here, there):  # teacher forcing, one sequence: the same numbers up to batch-shape noise
+        assert [s["token"] for s in x["steps"]] == [s["token"] for s in y["steps"]]
+        assert max(abs(a[k] - b[k]) for a, b in zip(x["steps"], y["steps"]) for k in ("p_base", "p_ref")) <= TOL
+    assert m["ray"]["worker_count"] >= 1 and len(m["model_sha256"]) == 64
+
+    cfg = EvalConfig(data=str(data12), out_dir=tmp_path / "e-here", threads=1, workers=1,
+                     decode=eval_decode(max_new_tokens=NEW, batch=4))
+    a = evaluate(cfg)
+    b = evaluate(replace(cfg, out_dir=tmp_path / "e-there"), ray=ray)
+    ids = [sorted(json.loads(x)["id"] for x in (tmp_path / d / PREDICTIONS).read_text().splitlines())
+           for d in ("e-here", "e-there")]
+    assert ids[0] == ids[1] and len(ids[0]) == 12
+    assert b["n"] == a["n"] == 12 and b["ray"]["worker_count"] >= 1 and b["emitted_tokens"] > 0
