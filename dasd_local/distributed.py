@@ -14,8 +14,9 @@ module only adapts a verb's session to it. A job is any picklable object with `o
 returning a session: `run(payloads)` yields (id, record | None, error | None) per problem,
 `stats()` (cumulative, with `emitted` tokens) and `info()` are small JSON-able dicts.
 
-Knows Ray and the job protocol; knows nothing about decoding, files or the CLI. Ray is
-imported only inside these functions: without `--ray` it is never imported.
+Knows Ray, the job protocol and the decode session's surface (DecodeJob serves generate
+and eval; scoring.ScoreJob the scoring pass); knows nothing about output files or the CLI.
+Ray is imported only inside these functions: without `--ray` it is never imported.
 """
 
 from __future__ import annotations
