@@ -39,12 +39,12 @@ class Decoder:
         self.views = views or ViewBuilder(engine, task, system).views
         self.rule = self.cfg.rule()
         self.stats = stats if stats is not None else Stats()
-        views = 1 if config.base_only else 2
-        if engine.config.n_seq_max < views:
-            raise ConfigError(f"one problem needs n_seq_max >= {views}, engine has {engine.config.n_seq_max}")
+        n_views = 1 if config.base_only else 2
+        if engine.config.n_seq_max < n_views:
+            raise ConfigError(f"one problem needs n_seq_max >= {n_views}, engine has {engine.config.n_seq_max}")
         # problems in flight: the configured batch, or fewer when the engine was sized for
         # fewer (a run with fewer problems than --batch)
-        self.slots = min(config.batch, engine.config.n_seq_max // views)
+        self.n_slots = min(config.batch, engine.config.n_seq_max // n_views)
         if engine.config.n_batch < config.step_tokens:
             raise ConfigError(f"step_tokens {config.step_tokens} exceeds the engine's n_batch {engine.config.n_batch}")
 
@@ -259,7 +259,7 @@ class Decoder:
                 yield self._record(s)
 
     def run(self, problems: Iterable[Problem], on_step: Callable[[Stats], None] | None = None) -> Iterator[dict | Failed]:
-        loop = Loop(todo=iter(problems), slots=[None] * self.slots)
+        loop = Loop(todo=iter(problems), slots=[None] * self.n_slots)
         while True:
             yield from self._fill(loop)
             if all(s is None for s in loop.slots):
