@@ -39,18 +39,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def child(args) -> dict:
-    from dasd_local.decode import DecodeConfig
-    from dasd_local.distributed import RayConfig
-    from dasd_local.generate import RunConfig, generate
-    from dasd_local.ray_generate import generate_on_ray
+    from dasd_local.config import DecodeConfig, RayConfig, RunConfig
+    from dasd_local.generate import generate
 
     cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, batch=args.batch)
     out = Path(args.out)
     if args.child == "local":
         m = generate(RunConfig(data=str(DATA), limit=args.problems, out=out, threads=args.threads), cfg)
         return {"emitted": m["stats"]["emitted"], "seconds": m["stats"]["seconds"]}
-    m = generate_on_ray(RunConfig(data=str(DATA), limit=args.problems, out=out),
-                        cfg, RayConfig(workers=(args.workers, args.workers), threads_per_worker=1))
+    m = generate(RunConfig(data=str(DATA), limit=args.problems, out=out), cfg,
+                 ray=RayConfig(ray="auto", workers=str(args.workers), threads_per_worker=1))
     ray = m["ray"]
     return {"emitted": m["stats"]["emitted"], "seconds": ray["run_s"], "init_s": ray["init_s"],
             "first_record_s": ray["first_record_s"], "workers": ray["workers"]}
