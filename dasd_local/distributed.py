@@ -80,6 +80,12 @@ def pool_size(rcfg: RayConfig, resources: dict, blocks: int) -> tuple[int, int]:
     return min(lo, hi), hi
 
 
+def block_size(n: int, workers: int, batch: int) -> int:
+    """Problems per block: two blocks per worker (a free worker takes the next one), at least a
+    full continuous batch, but never so large that some workers get none."""
+    return max(1, min(max(batch, math.ceil(n / (2 * workers))), math.ceil(n / workers)))
+
+
 class DecodeWorker:
     """The map_batches actor: one session per actor, opened once, run over every block.
 
@@ -179,7 +185,7 @@ def dataset(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, batch: int):
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan and progress notes; ours is the one bar
     n = len(payloads)
     lo, hi = pool_size(rcfg, ray.cluster_resources(), n)
-    block = rcfg.block or max(batch, math.ceil(n / (2 * hi)))
+    block = rcfg.block or block_size(n, hi, batch)
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = 1  # every yielded row leaves as its own block: records stream back at once
     ctx.enable_progress_bars = False  # ours is the one bar

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from dasd_local.config import DecodeConfig, RayConfig, RunConfig, parse_workers
-from dasd_local.distributed import Tally, deliver, pool_size
+from dasd_local.distributed import Tally, block_size, deliver, pool_size
 from dasd_local.errors import ConfigError, ModelError
 from dasd_local.generate import generate
 
@@ -41,6 +41,7 @@ def test_workers_option():
     assert pool_size(RayConfig(threads_per_worker=2), {"CPU": 8.0}, blocks=10) == (4, 4)
     assert pool_size(RayConfig(gpus_per_worker=1), {"CPU": 8.0, "GPU": 2.0}, blocks=10) == (2, 2)
     assert pool_size(RayConfig(workers="1,8"), {"CPU": 8.0}, blocks=3) == (1, 3)  # never more actors than blocks
+    assert block_size(64, 2, 16) == 16 and block_size(16, 2, 16) == 8 and block_size(1000, 4, 16) == 125
     with pytest.raises(ConfigError, match="--threads-per-worker .* = 0 is not allowed"):
         RayConfig(threads_per_worker=0)
 
