@@ -317,8 +317,8 @@ class RayConfig:
     gpus_per_worker: float = setting(0.0, "Ray GPUs of each actor (a CUDA build of llama-cpp-python; all layers are "
                                      "offloaded unless --n-gpu-layers says otherwise).", *AT_LEAST_0,
                                      flag="--gpus-per-worker")
-    block: int | None = setting(None, "problems per block handed to an actor (None: two blocks per actor, at least "
-                                "a batch)", *AT_LEAST_1)
+    block: int | None = setting(None, "problems per block handed to an actor (None: distributed.block_size, two "
+                                "blocks per actor)", *AT_LEAST_1)
 
     def __post_init__(self):
         check_fields(self)
