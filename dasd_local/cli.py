@@ -204,7 +204,7 @@ def train(
     warmup_ratio: Annotated[float, typer.Option(help="Share of steps with linear warmup (paper: 0.2).")] = 0.2,
     schedule: Annotated[str, typer.Option(help="Decay after warmup: cosine | linear.")] = "cosine",
     epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Records per micro-batch.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Records per micro-batch (per process).")] = 4,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 4,
     max_length: Annotated[int, typer.Option(help="Longest prompt + response in tokens (longer responses are cut).")] = 2048,
     max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps (0: epochs decide).")] = 0,
@@ -217,7 +217,9 @@ def train(
     merged: Annotated[Optional[str], typer.Option(help="Also write a standalone GGUF with the LoRA merged in: f16 | f32.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp and torch (default: all cores).")] = None,
 ) -> None:
-    """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter."""
+    """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter.
+
+    Several processes: `torchrun --nproc_per_node N -m dasd_local train ...` or `accelerate launch -m dasd_local train ...`."""
     from .train import TrainConfig, train as run_train
 
     cfg = TrainConfig(data=str(data), model=model, out=str(out), hf_model=hf_model, backend=backend, rank=rank,
@@ -226,6 +228,8 @@ def train(
                       max_steps=max_steps, seed=seed, mask_ppl=mask_ppl, profit=profit, save_every=save_every,
                       grad_checkpoint=grad_checkpoint, resume=resume, merged=merged, threads=threads)
     m = run_train(cfg)
+    if m is None:  # another process of a torchrun / accelerate launch run: the main one reports
+        return
     loss = f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}" if m["steps"] else "no steps"
     typer.echo(f"trained {m['steps']} steps ({m['backend']}): {loss}, {m['tokens_per_s']} tok/s")
     typer.echo(f"adapter: {m['adapter_gguf']} (llama.cpp, use with --adapter) and {m['adapter']} (PEFT)")
