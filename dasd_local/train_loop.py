@@ -64,7 +64,7 @@ def make_trainer(model, examples: list[Example], cfg: TrainConfig, run: Path, st
     data = Dataset.from_dict({"input_ids": [e.input_ids for e in examples], "labels": [e.labels for e in examples]})
     # TRL's collator: right-pads input_ids (with 0; the attention mask hides it) and labels with -100, as they are
     trainer = _trainer_class()(model=model, args=training_args(cfg, run, steps), train_dataset=data,
-                          data_collator=DataCollatorForLanguageModeling(pad_token_id=0), callbacks=callbacks)
+                               data_collator=DataCollatorForLanguageModeling(pad_token_id=0), callbacks=callbacks)
     trainer.profit = cfg.profit
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the progress bar and the JSONL log replace it
     return trainer
