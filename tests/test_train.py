@@ -478,6 +478,6 @@ def test_two_processes_reach_the_losses_of_one(records_path, model_path, tmp_pat
               for m in (one, two)]
     print(f"losses, 1 process: {losses[0]}; 2 processes: {losses[1]}")
     assert two["processes"] == 2 and len(losses[1]) == 3
-    assert losses[1] == pytest.approx(losses[0], abs=1e-4) and losses[0][-1] < losses[0][0]
+    assert losses[1] == pytest.approx(losses[0], abs=1e-4)
     with Engine(model_path) as engine:
         engine.set_adapter(two_dir / "two" / "adapter.gguf")
