@@ -189,35 +189,40 @@ def prepare_on_main(records, gguf_path: Path, cfg: TrainConfig, report, state):
     return payload[0]
 
 
-def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | None:
-    """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json
-    (None on the other processes of a multi-process run)."""
+def _prepare(cfg: TrainConfig, run: Path):
+    """Every check that needs no weights, on every process; then the examples (rank 0
+    tokenizes). Returns the process state, backend, GGUF, checkpoint, examples and counts."""
+    import torch
     from accelerate import PartialState
 
     from .models import resolve
     from .train_data import read_records
-    from .train_loop import callbacks, count_steps, make_trainer
-    from .train_model import check_architecture, load_model, pick_backend
+    from .train_model import check_architecture, pick_backend
 
-    run = Path(cfg.out)
     backend = pick_backend(cfg.backend)  # fail before any weights are read
     if cfg.threads:
-        import torch
-
         torch.set_num_threads(cfg.threads)  # (accelerate sets it per process when several share a CPU)
     gguf_path, _ = resolve(cfg.model)
     check_architecture(gguf_path)
     records, report = read_records(cfg.data)
-    import torch
-
     state = PartialState(cpu=not torch.cuda.is_available())  # joins the process group under torchrun / accelerate
-    main = state.is_main_process
-    ckpt = open_run(run, cfg, create=main)
+    ckpt = open_run(run, cfg, create=state.is_main_process)
     if cfg.resume and ckpt is not None:
         _same_processes(run, state.num_processes)
     state.wait_for_everyone()  # every process has checked the run directory before rank 0 writes to it
     examples, report = prepare_on_main(records, gguf_path, cfg, report, state)
-    steps = count_steps(len(examples), cfg, state.num_processes)
+    return state, backend, gguf_path, ckpt, examples, report
+
+
+def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | None:
+    """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json
+    (None on the other processes of a multi-process run)."""
+    from .train_loop import callbacks, count_steps, make_trainer
+    from .train_model import load_model
+
+    run = Path(cfg.out)
+    state, backend, gguf_path, ckpt, examples, report = _prepare(cfg, run)
+    steps, main = count_steps(len(examples), cfg, state.num_processes), state.is_main_process
     show_progress = show_progress and main
     if show_progress:
         from rich.console import Console

@@ -75,7 +75,8 @@ def baseline_tree(ref: str, work: Path) -> Path | None:
     """The package as it was at `ref`, extracted into work/ref (None without git or ref)."""
     out = work / ref
     try:
-        tar = subprocess.run(["git", "-C", str(REPO), "archive", ref, "dasd_local"], capture_output=True, check=True)
+        tar = subprocess.run(["git", "-C", str(REPO), "archive", ref, "dasd_local", "models"],  # registry.toml links
+                             capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     out.mkdir()
