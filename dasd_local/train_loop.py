@@ -3,7 +3,7 @@
 The Trainer (on accelerate) owns the optimizer, schedule, gradient accumulation, data
 order, DDP / FSDP / DeepSpeed, checkpoints and resume; this module adds what is ours:
 the loss (TRL's chunked LM head, with ProFit as a hook on its per-token probabilities),
-the JSONL log and the rich progress bar (TrainerCallbacks, on the main process only).
+the JSONL log (TrainLog) and the rich progress bar (TrainerCallbacks, on the main process only).
 
 Why `Trainer` and not TRL's `SFTTrainer`: the data arrive tokenized by llama.cpp with the
 GGUF's own vocabulary, and SFTTrainer insists on an HF tokenizer (`processing_class`),
@@ -15,13 +15,14 @@ make_trainer). Knows nothing about records or the run directory's other files.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
     from .train_data import Example
 
 
@@ -106,6 +107,27 @@ def _trainer_class():
     return DasdTrainer
 
 
+class TrainLog:
+    """train_log.jsonl: one line per optimizer step, flushed at once; on resume, lines
+    after the checkpoint's step are dropped (temp + rename) and the log goes on from there."""
+
+    def __init__(self, path: Path, after_step: int):
+        from .records import atomic_write_text, read_jsonl
+
+        self.path = path
+        if path.exists():
+            rows, _ = read_jsonl(path)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= after_step))
+        self._f = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 def callbacks(log_path: Path, show: bool, console=None) -> list:
     from transformers import TrainerCallback
 
@@ -113,8 +135,6 @@ def callbacks(log_path: Path, show: bool, console=None) -> list:
         """RUN_DIR/train_log.jsonl: one line per optimizer step, main process only."""
 
         def on_train_begin(self, args, state, control, **kw):
-            from .train import TrainLog
-
             self.log = TrainLog(log_path, after_step=state.global_step) if state.is_world_process_zero else None
             self.t0 = self.t_step = time.time()
             self.seen = state.num_input_tokens_seen

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config import TrainConfig
 from .errors import ConfigError, ModelError
 from .train_data import IGNORE, Example
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 
 # ---- model -----------------------------------------------------------------------------
