@@ -118,13 +118,13 @@ def _prepare(cfg: TrainConfig, run: Path):
     """Every check that needs no weights, on every process; then the examples (rank 0
     tokenizes). Returns the process state, backend, GGUF, checkpoint, examples and counts."""
     import torch
-    from accelerate import PartialState
 
     from .models import resolve
     from .train_data import read_records
     from .train_model import check_architecture, pick_backend
 
-    backend = pick_backend(cfg.backend)  # fail before any weights are read
+    backend = pick_backend(cfg.backend)  # fail before any weights are read; unsloth (GPU) is imported first
+    from accelerate import PartialState
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # (accelerate sets it per process when several share a CPU)
     gguf_path, _ = resolve(cfg.model)
