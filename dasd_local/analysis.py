@@ -136,10 +136,11 @@ def unique_labels(stats: list[dict]) -> None:
             s["label"] = f"{s['label']} ({Path(s['path']).stem})"
 
 
-def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None) -> tuple[list[dict], list[str]]:
+def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
+            level_field: str | None = None) -> tuple[list[dict], list[str]]:
     """Stats of every file and the problems found (malformed lines, records not rescored).
     With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists
-    are rescored by teacher forcing first."""
+    are rescored by teacher forcing first; `level_field` names the column read as the level."""
     from .errors import ConfigError
     from .records import read_jsonl
 
@@ -149,6 +150,8 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None) ->
     for path in paths:
         records, bad = read_jsonl(Path(path))
         problems += bad
+        if level_field:
+            records = [{**r, "level": r.get(level_field)} for r in records]
         if overlap_cfg is not None:
             records, failed = _rescored(records, overlap_cfg)
             problems += [f"{path}: {f}" for f in failed]
@@ -387,10 +390,10 @@ def write_plots(stats: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def write_json(stats: list[dict], path: Path) -> None:
+def write_json(stats: list[dict], path: Path, paired: dict | None = None) -> None:
     import json
 
     from .records import atomic_write_text
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(path), json.dumps({"files": stats}, indent=2) + "\n")
+    atomic_write_text(Path(path), json.dumps({"files": stats, **({"paired": paired} if paired else {})}, indent=2) + "\n")

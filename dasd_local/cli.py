@@ -53,6 +53,8 @@ def generate(
     strategy: str = opt(C.DecodeConfig, "strategy", "--strategy", "-s"),
     out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
     limit: Optional[int] = opt(C.RunConfig, "limit"),
+    sample: Optional[int] = opt(C.RunConfig, "sample"),
+    seed: int = opt(C.RunConfig, "seed"),
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     top_k: int = opt(C.DecodeConfig, "top_k"),
@@ -151,6 +153,8 @@ def eval_(
     task: str = opt(C.EvalConfig, "task", "--task", "-t"),
     split: str = opt(C.EvalConfig, "split"),
     limit: Optional[int] = opt(C.EvalConfig, "limit"),
+    sample: Optional[int] = opt(C.EvalConfig, "sample"),
+    seed: int = opt(C.EvalConfig, "seed"),
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
@@ -232,11 +236,18 @@ def stats(
     compare: Annotated[bool, typer.Option(help="Strategies side by side: one table per metric, levels down.")] = False,
     overlap: Annotated[bool, typer.Option(help="Rescore records without both views' top-k lists (teacher forcing; needs the model).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model for --overlap (default: the embedded SmolLM2-135M).")] = None,
+    ci: Annotated[bool, typer.Option("--ci/--no-ci", help="95% bootstrap intervals over problems on every ratio.")] = True,
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples.", min=10)] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same intervals).")] = 0,
+    segments: Annotated[bool, typer.Option(help="Segment-level (per line) PPL distributions per level (Fig. 2).")] = False,
+    level_field: Annotated[Optional[str], typer.Option(help="Record field read as the difficulty level (default: level).")] = None,
 ) -> None:
-    """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level."""
-    from .stats import report
+    """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level.
+    With --compare and two files: their paired difference over the common problem ids."""
+    from .stats import Evidence, report
 
-    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots)
+    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots,
+                      evidence=Evidence(ci, boot, seed, segments, level_field))
     _echo_skipped(problems, 10)
 
 
@@ -247,6 +258,8 @@ def score_(
     task: str = opt(C.ScoreConfig, "task", "--task", "-t"),
     model: Optional[str] = opt(C.ScoreConfig, "model", "--model", "-m"),
     limit: Optional[int] = opt(C.ScoreConfig, "limit"),
+    sample: Optional[int] = opt(C.ScoreConfig, "sample"),
+    seed: int = opt(C.ScoreConfig, "seed"),
     top_k: int = opt(C.ScoreConfig, "top_k"),
     id_field: Optional[str] = opt(C.ScoreConfig, "id_field"),
     question_field: Optional[str] = opt(C.ScoreConfig, "question_field"),
