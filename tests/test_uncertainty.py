@@ -111,3 +111,14 @@ def test_stats_cli_prints_intervals_and_the_paired_table(tmp_path):
     data = json.loads(out.read_text())
     assert data["paired"]["metrics"]["high_ppl_ratio"]["diff"] == 0
     assert data["files"][0]["ci"]["all"]["high_ppl_ratio"]["lo"] is not None
+
+
+def test_preflight_finds_the_answer_opening_and_warns_below_tau():
+    good = rec("g", [0.9, 0.6, 0.5, 0.9], texts=["so ", "\\bo", "xed{", "4}"])
+    bad = rec("b", [0.9, 0.05, 0.9, 0.9], texts=["so ", "\\bo", "xed{", "4}"])
+    none = rec("n", [0.9], texts=["4"])
+    assert evidence.answer_opening(good, "\\boxed") == [0.6, 0.5]
+    assert evidence.answer_opening(none, "\\boxed") is None
+    out = evidence.preflight([good, bad, none], "\\boxed", 0.2)
+    assert (out["with_marker"], out["below_tau"], out["share_below"], out["warn"]) == (2, 1, 0.5, False)
+    assert evidence.preflight([bad], "\\boxed", 0.2)["warn"]
