@@ -152,6 +152,8 @@ def plan(a) -> Plan:
         origin = [eval_stage(a, ORIGIN, model, None)] if a.sweep_train and not a.skip_origin else []
         return Plan(a.out, ev.sweep_stages(a, rp, model) + origin)
     stages = data_stages(a, model)
+    if a.data_only:  # Table 3 and the categories need no training
+        return Plan(a.out, stages + stats_stages(a))
     stages += [train_stage(a, s, model) for s in a.strategies]
     if not a.skip_origin:
         stages.append(eval_stage(a, ORIGIN, model, None))
@@ -389,6 +391,7 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--skip-origin", action="store_true", help="do not evaluate the untuned model")
     ap.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
                     help="Table 2: vary tau, top_k or hard_mode around the defaults (repeatable); runs the sweep alone")
+    ap.add_argument("--data-only", action="store_true", help="generate, verify and measure; no training or evaluation")
     ap.add_argument("--sweep-train", action="store_true", help="also train and evaluate every sweep variant")
     ap.add_argument("--per-level", action="store_true", help="Fig. 6: train and evaluate on one level at a time (dasd)")
     ap.add_argument("--levels", default="1,2,3,4,5", help="levels for --per-level")

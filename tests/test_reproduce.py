@@ -215,5 +215,7 @@ def test_levels_split_and_forgetting_stages(rp, tmp_path):
     order = names(p)
     assert order.index("verify/dasd") < order.index("levels/split") < order.index("levels/L5/train")
     assert {"forget/mcq/origin", "forget/mcq/dasd", "forget/code/dasd", "preflight"} <= set(order)
+    data_only = names(rp.plan(args(rp, tmp_path, "--strategies", "dasd,hint", "--data-only")))
+    assert not any(n.startswith(("train/", "eval/")) for n in data_only) and "stats/generated" in data_only
     forget = {s.name: s for s in p.stages}["forget/code/dasd"]
     assert forget.args[-2:] == ["--adapter", str(tmp_path / "out" / "train" / "dasd" / "adapter.gguf")]
