@@ -115,29 +115,31 @@ def relevel(records: list[dict], field: str) -> list[dict]:
 
 # ---- tables ------------------------------------------------------------------------------------
 
-SHOWN = ("high_ppl_ratio", "ppl", "filtered_share", "base_selected", "hard", "pass_rate", "top1_agree")
+# the intervals printed (the estimates are in the tables above; the JSON has every metric)
+SHOWN = {"high_ppl_ratio": "high-PPL", "ppl": "PPL", "filtered_share": "filtered", "pass_rate": "pass",
+         "top1_agree": "R1 = B1"}
 
 
-def _fmt(metric: str, x: float | None) -> str:
+def _fmt(metric: str, x: float | None, digits: int = 2) -> str:
     if x is None:
         return "-"
-    return f"{x:.3g}" if metric == "ppl" else f"{100 * x:.2f}"
+    return f"{x:.3g}" if metric in ("ppl", "log_ppl") else f"{100 * x:.{digits}f}"
 
 
 def ci_table(stats: list[dict], level: float = 0.95):
-    """estimate [lo, hi] per file, level and metric (percent; ppl as is)."""
+    """The interval lo-hi per file, level and metric (percent; PPL as is), narrow enough
+    for 80 columns."""
     from rich.table import Table
 
     metrics = [m for m in SHOWN if any(m in s["ci"]["all"] for s in stats)]
-    table = Table(title=f"{100 * level:g}% bootstrap intervals over problems (%, ppl as is)")
-    for c in ("file", "level", "n", *metrics):
+    table = Table(title=f"{100 * level:g}% bootstrap intervals over problems (%, PPL as is)")
+    for c in ("file", "level", "n", *(SHOWN[m] for m in metrics)):
         table.add_column(c, justify="left" if c in ("file", "level") else "right")
     for s in stats:
         rows = [("all", s["ci"]["all"]), *s["ci"]["by_level"].items()]
         for i, (lv, c) in enumerate(rows):
             n = max((v["n"] for v in c.values()), default=0)
-            cells = [f"{_fmt(m, c[m]['estimate'])} [{_fmt(m, c[m]['lo'])}, {_fmt(m, c[m]['hi'])}]" if m in c else "-"
-                     for m in metrics]
+            cells = [f"{_fmt(m, c[m]['lo'], 1)}-{_fmt(m, c[m]['hi'], 1)}" if m in c else "-" for m in metrics]
             table.add_row(s["label"] if i == 0 else "", lv, str(n), *cells, style="bold" if lv == "all" else None)
     return table
 
@@ -146,11 +148,11 @@ def paired_table(result: dict, a: str, b: str):
     from rich.table import Table
 
     table = Table(title=f"paired: {b} minus {a} over {result['common']} common problems "
-                        f"({result['only_a']} only in {a}, {result['only_b']} only in {b}); points, ppl as is")
+                        f"({result['only_a']} only in {a}, {result['only_b']} only in {b}); points, log PPL in nats")
     for c in ("metric", "difference", "interval", "mean per-problem difference"):
         table.add_column(c, justify="left" if c == "metric" else "right")
     for m, d in result["metrics"].items():
-        m_ = "ppl" if m == "log_ppl" else m
+        m_ = "log PPL" if m == "log_ppl" else m  # a difference of mean -log p_base
         table.add_row(m_, _fmt(m, d["diff"]), f"[{_fmt(m, d['lo'])}, {_fmt(m, d['hi'])}]", _fmt(m, d["per_problem_mean"]))
     return table
 
@@ -160,15 +162,15 @@ def segment_view(stats: list[dict]):
     from rich.table import Table
 
     labels = bin_labels()
-    table = Table(title=f"segment PPL (geometric mean over a line's tokens), share per bin; ultra: > {ULTRA:g}")
-    for c in ("file", "level", "segments", *labels, "ultra"):
+    table = Table(title=f"segment PPL (geometric mean over a line's tokens): % of segments per bin; "
+                        f">{ULTRA:g} is ultra-high")
+    for c in ("file", "level", "segs", *labels):
         table.add_column(c, justify="left" if c in ("file", "level") else "right")
     for s in stats:
         seg = s["segments"]
         for i, (lv, d) in enumerate([("all", seg["all"]), *seg["by_level"].items()]):
             table.add_row(s["label"] if i == 0 else "", lv, str(d["segments"]),
-                          *(f"{100 * d['bins'][k]:.1f}" for k in labels),
-                          "-" if d["ultra_share"] is None else f"{100 * d['ultra_share']:.2f}")
+                          *(f"{100 * d['bins'][k]:.1f}" for k in labels))
     return table
 
 
