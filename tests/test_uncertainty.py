@@ -122,3 +122,19 @@ def test_preflight_finds_the_answer_opening_and_warns_below_tau():
     out = evidence.preflight([good, bad, none], "\\boxed", 0.2)
     assert (out["with_marker"], out["below_tau"], out["share_below"], out["warn"]) == (2, 1, 0.5, False)
     assert evidence.preflight([bad], "\\boxed", 0.2)["warn"]
+
+
+def test_sample_picks_the_same_problems_for_generate_and_score(data_dir):
+    from dasd_local.data import load_problems
+    from dasd_local.scoring import row_id
+    from dasd_local.records import read_jsonl
+    from dasd_local.tasks import FieldMap, get_task
+
+    path = data_dir / "math" / "train.jsonl"
+    task = get_task("math")
+    problems, _ = load_problems(path, task, sample=5, seed=1)
+    rows, _ = read_jsonl(path)
+    chosen = select(list(enumerate(rows)), lambda ir: row_id(ir[1], task, FieldMap(), ir[0]), 5, 1, None)
+    assert [p.id for p in problems] == [row_id(r, task, FieldMap(), i) for i, r in chosen]
+    assert len(problems) == 5 and [p.id for p in load_problems(path, task, sample=5, seed=1, limit=2)[0]] == \
+        [p.id for p in problems][:2]
