@@ -89,9 +89,11 @@ def dasd_choice(lb, lse_b, lr, cfg: RuleConfig):
     argmax_b = lb.argmax(axis=1)
     fallback = cand[:, 0] if cfg.hard_mode == "ref" else argmax_b
     token = np.where(passed, cand[rows, first], fallback)
-    top_passed = passed & (first == 0)
+    # Section 5.4.3: the top-1 of both views is "consistent" whatever its p_B. When it is
+    # below tau no candidate passes (nothing beats the base's own top-1), and both hard
+    # modes emit that same token, so only the label changes.
     category = np.select(
-        [top_passed & (cand[:, 0] == argmax_b), top_passed, passed],
+        [cand[:, 0] == argmax_b, passed & (first == 0), passed],
         [CONSISTENT, RESERVED, BASE_SELECTED],
         default=HARD,
     )

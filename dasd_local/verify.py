@@ -107,7 +107,10 @@ def judge(record: dict, verdict: Verdict, on_fail: str) -> dict | None:
     if on_fail == "drop" or not record.get("reference_solution"):
         return None
     kept = {k: v for k, v in out.items() if k not in TOKEN_FIELDS}
+    # The gold solution is complete: it must not inherit the rewrite's finish_reason
+    # (a rewrite cut at `length` would make training drop the gold's end-of-turn label).
     return {**kept, "response": record["reference_solution"], "rejected_response": record["response"],
+            "rejected_finish_reason": record.get("finish_reason"), "finish_reason": "stop",
             "response_source": "reference", "rewrite_correct": False, "correct": True}
 
 

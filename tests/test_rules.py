@@ -77,11 +77,23 @@ def test_top_k_limits_candidates():
     assert (tok, cat) == (3, BASE_SELECTED)
 
 
-def test_agreeing_argmax_below_tau_is_not_consistent():
-    flat = np.full(V, 1.0 / V) + np.eye(V)[4] * 0.05  # argmax 4 with p < tau
+def test_shared_top1_below_tau_is_consistent():
+    """Paper Section 5.4.3: the top-1 of both views is consistent even when p_B < tau."""
+    flat = np.full(V, 1.0 / V) + np.eye(V)[4] * 0.05  # base argmax 4 with p < tau
     pr = dist({4: 0.9})
-    picks, tok, cat = one("dasd", flat, pr)
-    assert cat == HARD and tok == 4
+    for mode in ("ref", "base"):
+        picks, tok, cat = one("dasd", flat, pr, hard_mode=mode)
+        assert (tok, cat) == (4, CONSISTENT)
+        assert picks.p_base[0] < 0.2
+
+
+def test_no_candidate_passing_and_different_top1_is_hard():
+    pb = dist({4: 0.15, 7: 0.14}, v=40)  # base top-1 4, below tau
+    pr = dist({7: 0.9}, v=40)
+    _, tok, cat = one("dasd", pb, pr, hard_mode="ref")
+    assert (tok, cat) == (7, HARD)
+    _, tok, cat = one("dasd", pb, pr, hard_mode="base")
+    assert (tok, cat) == (4, HARD)
 
 
 def test_greedy_strategies():
