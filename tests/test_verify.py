@@ -153,3 +153,19 @@ def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir
     for rec, ex in zip(recs, examples):
         ends = ex.labels[-1] == 2  # <|im_end|>, SmolLM2's end of an assistant turn
         assert ends == (rec["response_source"] == "reference"), rec["id"]  # generated ones were cut
+
+
+def test_published_sdft_rewrites_must_pass_its_phrase_filter(tmp_path, data_dir):
+    """A correct rewrite that mentions "the reference answer" fails SDFT's published filter
+    and is replaced by the gold solution (--on-fail keep-reference), as gen_distilled_data.py does."""
+    records = math_records(data_dir, 4)[::2]  # both answer correctly
+    chatty = {**records[0], "strategy": "self-distill", "config": {"baseline_form": "published"},
+              "response": "As the reference answer shows, " + records[0]["response"]}
+    controlled = {**chatty, "id": "controlled", "config": {"baseline_form": "controlled"}}
+    inp = write_jsonl(tmp_path / "in.jsonl", [chatty, controlled, {**records[1], "strategy": "self-distill",
+                                                                    "config": {"baseline_form": "published"}}])
+    report = verify_file(inp, tmp_path / "out.jsonl", VerifyConfig(on_fail="keep-reference", workers=1))
+    first, second, third = read_jsonl(tmp_path / "out.jsonl")
+    assert first["response_source"] == "reference" and "SDFT filter" in first["verify_detail"]
+    assert second["response_source"] == third["response_source"] == "generated"  # controlled form: no filter
+    assert report.replaced == 1
