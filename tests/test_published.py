@@ -180,3 +180,25 @@ def test_hinted_analysis_is_cut_at_the_last_cot_mark():
     text = "# Analyze\nline 1 ... # CoT is next\n# CoT\nTo find"
     assert P.hinted_analysis(text) == "# Analyze\nline 1 ... # CoT is next\n# CoT"
     assert P.hinted_analysis("# Analyze only") is None
+
+
+def test_views_of_the_published_forms_through_the_real_chat_template(model_path):
+    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.prompts import ViewBuilder
+    from dasd_local.tasks import Problem, get_task
+
+    task = get_task("math")
+    problem = Problem("p", "What is $1+2$?", REFERENCE)
+    with Engine(model_path, EngineConfig(n_ctx=512, n_threads=1)) as engine:
+        sdft = ViewBuilder(engine, task, published="self-distill").views(problem)
+        hint = ViewBuilder(engine, task, published="hint").views(problem, analysis="# Analyze\nok\n# CoT")
+        controlled = ViewBuilder(engine, task).views(problem)
+        template = engine.chat_template()
+        assert sdft.ref_tokens == engine.tokenize(sdft.ref_text)
+    query = task.base_user(problem)
+    assert sdft.base_text == hint.base_text == controlled.base_text  # the training prompt is unchanged
+    assert sdft.ref_text == render_chat(template, [{"role": "system", "content": P.SDFT_MATH_SYSTEM},
+                                                   {"role": "user", "content": f"{query}\n\n{REFERENCE}"}]) + \
+        "Great! Let's think step by step. "
+    assert hint.ref_text == render_chat(template, P.hinted_shadow_messages(query, REFERENCE)) + "# Analyze\nok\n# CoT"
+
