@@ -11,43 +11,20 @@ draws from its own numpy Generator, passed in, so a seeded run repeats exactly.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("dasd", "self-distill", "base", "hint")
+# the rule's settings (top_k, tau, hard_mode, hint_beta, sampling) with their ranges live in
+# config.py, a standard-library-only module, so this one still needs nothing but numpy
+from .config import GREEDY, PUBLISHED_SAMPLING, STRATEGIES, RuleConfig, Sampling  # noqa: F401
+
 CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
 CONSISTENT, RESERVED, BASE_SELECTED, HARD = range(4)
 NO_CATEGORY = -1
 
 # hint-decoding phases, per row
 HINT_REF, HINT_MIX, HINT_BASE = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling in place of argmax; temperature 0 means greedy. `top_p_first`: Hinted
-    decoding's NucleusProcessor cuts top-p on the temperature-1 distribution and then
-    scales; transformers' warpers (SDFT's LLaMA-Factory run) scale, cut top-k, then top-p."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no top-k cut
-    top_p_first: bool = False
-
-
-GREEDY = Sampling()
-HINTED_PUBLISHED = Sampling(temperature=0.3, top_p=0.95, top_p_first=True)  # Run_HD_example.py
-SDFT_PUBLISHED = Sampling(temperature=0.95, top_p=0.7, top_k=50)  # LLaMA-Factory's generation defaults
-
-
-@dataclass(frozen=True)
-class RuleConfig:
-    top_k: int = 6
-    tau: float = 0.2
-    hard_mode: str = "ref"
-    hint_beta: float = 3.0
-    sampling: Sampling = field(default=GREEDY)
 
 
 @dataclass
