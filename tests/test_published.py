@@ -6,6 +6,7 @@ and filled in the way their code fills them."""
 from __future__ import annotations
 
 import ast
+import json
 import warnings
 
 import pytest
@@ -202,3 +203,58 @@ def test_views_of_the_published_forms_through_the_real_chat_template(model_path)
         "Great! Let's think step by step. "
     assert hint.ref_text == render_chat(template, P.hinted_shadow_messages(query, REFERENCE)) + "# Analyze\nok\n# CoT"
 
+
+
+# ---- the published forms through the real engine -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_problems(data_dir):
+    from dasd_local.tasks import Problem, get_task
+
+    task = get_task("math")
+    rows = [json.loads(line) for line in (data_dir / "math" / "train.jsonl").read_text().splitlines()[:60]]
+    rows = sorted(rows, key=lambda r: len(r["problem"]) + len(r["solution"]))[:3]
+    return task, [Problem(r["unique_id"], r["problem"], r["solution"], task.keep(r)) for r in rows]
+
+
+def _published_run(model_path, task, problems, **kw):
+    from dasd_local.config import DecodeConfig, EngineOptions
+    from dasd_local.session import DecodeSession
+
+    cfg = DecodeConfig(baseline_form="published", max_new_tokens=12, **kw)
+    with DecodeSession(EngineOptions(model=str(model_path), threads=1), task, cfg) as session:
+        return list(session.run(problems))
+
+
+def test_a_seeded_sampled_run_repeats_exactly(model_path, short_problems):
+    """SDFT's published form samples (T 0.95, top-k 50, top-p 0.7) from one generator per
+    problem: the same seed repeats every token whatever the batch; another seed differs."""
+    task, problems = short_problems
+    runs = [_published_run(model_path, task, problems, strategy="self-distill", seed=seed, batch=batch)
+            for seed, batch in ((7, 3), (7, 3), (7, 1), (8, 3))]
+    tokens = [{r["id"]: r["response_tokens"] for r in run} for run in runs]
+    assert runs[0] == runs[1]  # every field of every record, steps included
+    assert tokens[0] == tokens[2]  # batch-independent: each problem has its own generator
+    assert tokens[0] != tokens[3]
+    rec = runs[0][0]
+    assert rec["config"]["baseline_form"] == "published" and rec["config"]["seed"] == 7
+    assert rec["config"]["sampling"] == {"temperature": 0.95, "top_p": 0.7, "top_k": 50, "top_p_first": False}
+    assert rec["reference_prompt"].endswith("Great! Let's think step by step. ")
+
+
+def test_published_hint_runs_its_analysis_pre_pass(model_path, short_problems):
+    """The shadow prompt is continued with the model's own analysis up to its last "# CoT";
+    a problem whose pre-pass wrote none is skipped with that reason, as the authors skip it."""
+    from dasd_local.decode_state import Failed
+
+    task, problems = short_problems
+    out = _published_run(model_path, task, problems, strategy="hint", seed=1, batch=3, hint_analysis_tokens=24)
+    assert len(out) == len(problems)
+    for r in out:
+        if isinstance(r, Failed):
+            assert "# CoT" in r.error
+        else:
+            assert "# CoT" in r["reference_prompt"] and r["finish_reason"] in ("stop", "length", "repetition")
+    skipped = _published_run(model_path, task, problems, strategy="hint", seed=1, batch=3, hint_analysis_tokens=0)
+    assert all(isinstance(r, dict) and "\n# CoT:\n" in r["reference_prompt"] for r in skipped)  # the shadow prompt alone
