@@ -144,8 +144,8 @@ def unique_labels(stats: list[dict]) -> None:
 def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
             level_field: str | None = None) -> tuple[list[dict], list[str]]:
     """Stats of every file and the problems found (malformed lines, records not rescored).
-    With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists
-    are rescored by teacher forcing first; `level_field` names the column read as the level."""
+    With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists are
+    rescored by teacher forcing first; `level_field`: the column read as the level."""
     from .errors import ConfigError
     from .records import read_jsonl
 
@@ -155,8 +155,7 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
     for path in paths:
         records, bad = read_jsonl(Path(path))
         problems += bad
-        if level_field:
-            records = [{**r, "level": r.get(level_field)} for r in records]
+        records = [{**r, "level": r.get(level_field)} for r in records] if level_field else records
         if overlap_cfg is not None:
             records, failed = _rescored(records, overlap_cfg)
             problems += [f"{path}: {f}" for f in failed]

@@ -54,7 +54,7 @@ def generate(
     out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
     limit: Optional[int] = opt(C.RunConfig, "limit"),
     sample: Optional[int] = opt(C.RunConfig, "sample"),
-    seed: int = opt(C.RunConfig, "seed"),
+    seed: int = opt(C.RunConfig, "seed"),  # one --seed: RunConfig (--sample) and DecodeConfig (sampling) take it
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     top_k: int = opt(C.DecodeConfig, "top_k"),
@@ -62,7 +62,6 @@ def generate(
     hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
     hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
     baseline_form: str = opt(C.DecodeConfig, "baseline_form"),
-    seed: int = opt(C.DecodeConfig, "seed"),
     hint_analysis_tokens: Optional[int] = opt(C.DecodeConfig, "hint_analysis_tokens"),
     record_candidates: bool = opt(C.DecodeConfig, "record_candidates", "--record-candidates/--no-record-candidates"),
     split: str = opt(C.RunConfig, "split"),

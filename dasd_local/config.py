@@ -249,7 +249,7 @@ class Columns:
     limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
     sample: int | None = setting(None, "A random sample of N problems (fixed by --seed, the same N ids in every "
                                  "command; before --limit).", *AT_LEAST_1, flag="--sample")
-    seed: int = setting(0, "Seed of --sample.", flag="--seed")
+    seed: int = setting(0, "Seed of --sample (generate: also of the published forms' sampling).", flag="--seed")
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
     reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")

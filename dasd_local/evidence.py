@@ -15,9 +15,10 @@ from .analysis import CATEGORIES, HIGH_PPL, OVERLAP, Tally, level_key, level_of
 from .uncertainty import BOOT, ULTRA, bin_labels, histogram, paired_diff, ratio_ci, segment_ppl
 
 
-def counts(record: dict, threshold: float = HIGH_PPL) -> dict[str, tuple[float, float]]:
-    """metric -> (numerator, denominator) of one problem, for every ratio `stats` reports."""
-    t = Tally(threshold)
+def counts(record: dict, threshold: float = HIGH_PPL, scope: str = "all") -> dict[str, tuple[float, float]]:
+    """metric -> (numerator, denominator) of one problem, for every ratio `stats` reports
+    (`scope` 'correct': categories of verified-correct responses only, as analysis.summarize)."""
+    t = Tally(threshold, scope)
     t.add(record)
     cats = sum(t.categories.values())
     out = {"high_ppl_ratio": (t.high_ppl, t.tokens), "log_ppl": (t.nll, t.tokens),
@@ -31,7 +32,8 @@ def counts(record: dict, threshold: float = HIGH_PPL) -> dict[str, tuple[float, 
 
 
 def _columns(records: list[dict], threshold: float) -> dict[str, tuple[list, list]]:
-    per = [counts(r, threshold) for r in records]
+    scope = "correct" if any("correct" in r for r in records) else "all"  # as analysis.summarize decides
+    per = [counts(r, threshold, scope) for r in records]
     names = per[0].keys() if per else ()
     return {m: ([c[m][0] for c in per], [c[m][1] for c in per]) for m in names}
 

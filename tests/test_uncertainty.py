@@ -138,3 +138,11 @@ def test_sample_picks_the_same_problems_for_generate_and_score(data_dir):
     assert [p.id for p in problems] == [row_id(r, task, FieldMap(), i) for i, r in chosen]
     assert len(problems) == 5 and [p.id for p in load_problems(path, task, sample=5, seed=1, limit=2)[0]] == \
         [p.id for p in problems][:2]
+
+
+def test_category_intervals_follow_the_analysis_scope():
+    from dasd_local.analysis import summarize
+
+    rs = [rec("a", [0.9, 0.9], cats=["consistent", "hard"], correct=True),
+          rec("b", [0.9, 0.9], cats=["hard", "hard"], correct=False)]
+    assert evidence.cis(rs)["hard"]["estimate"] == summarize(rs)["all"]["category_shares"]["hard"] == 0.5
