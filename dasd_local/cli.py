@@ -24,6 +24,9 @@ ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: a
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="math | code | mcq")]
 GpuOpt = Annotated[int, typer.Option("--n-gpu-layers", help="Layers to offload on a CUDA/Metal build (-1 = all).")]
 AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="llama.cpp GGUF LoRA adapter to apply.")]
+AnswerFieldOpt = Annotated[Optional[str], typer.Option(help="Column with the gold answer (math: answer, mcq: answerKey).")]
+ChoicesFieldOpt = Annotated[Optional[str], typer.Option(help="Column with the choices (mcq).")]
+TestsFieldOpt = Annotated[Optional[str], typer.Option(help="Column with the test asserts (code: test_list).")]
 
 
 # ---- generate / view / models (engine issue) -------------------------------------
@@ -48,6 +51,9 @@ def generate(
     id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id.")] = None,
     question_field: Annotated[Optional[str], typer.Option(help="Column with the question.")] = None,
     reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution.")] = None,
+    answer_field: AnswerFieldOpt = None,
+    choices_field: ChoicesFieldOpt = None,
+    tests_field: TestsFieldOpt = None,
     ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences (default: sized from the prompts).")] = None,
     step_tokens: Annotated[int, typer.Option(help="Most tokens one decode call carries.")] = 512,
     speculate: Annotated[str, typer.Option(help="Prompt-lookup drafts verified by the rule: on | off | auto (on with --n-gpu-layers, where decode calls have spare rows; off on a CPU, where they cost more than they save).")] = "auto",
@@ -73,7 +79,7 @@ def generate(
                        record_candidates=record_candidates, speculate=speculate, draft_max=draft_max,
                        spec_rows=0 if n_gpu_layers == 0 else 512)  # measured: drafts do not pay on a CPU
     run = RunConfig(model=model, data=data, task=task, split=split, out=out, limit=limit,
-                    fields=FieldMap(id_field, question_field, reference_field), ctx=ctx,
+                    fields=FieldMap(id_field, question_field, reference_field, answer_field, choices_field, tests_field), ctx=ctx,
                     n_gpu_layers=n_gpu_layers, threads=threads, ubatch=ubatch, kv=kv, kv_type=kv_type, adapter=adapter, system=system)
     m = run_generate(run, cfg)
     c, st = m["counts"], m["stats"]
@@ -95,8 +101,15 @@ def view(
     candidates: Annotated[bool, typer.Option(help="List each non-consistent token's candidates with p_R and p_B.")] = False,
     limit: Annotated[int, typer.Option(help="How many records to show without --id.")] = 3,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens (default: the run's).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write every record as one self-contained HTML report here instead.")] = None,
 ) -> None:
-    """Show responses with every token coloured by how DASD chose it."""
+    """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
+    if html is not None:
+        from .report import write_report
+
+        t = write_report(path, html, model)
+        typer.echo(f"wrote {html}: {t['problems']} problems, {t['tokens']} tokens")
+        return
     from .view import show
 
     show(path, id, candidates, limit, model)
@@ -119,6 +132,30 @@ def models() -> None:
         table.add_row(e.name + (" (default)" if e.name == default else ""), e.source, f"{where}/{e.file}",
                       e.hf, f"{e.note}; template: {e.template}")
     Console().print(table)
+
+# ---- export (data out) -------------------------------------------------------------
+
+
+@app.command("export")
+def export_(
+    paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Verified records (`dasd-local verify` output).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="hf | parquet | prompt-completion | messages | sharegpt")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: the data files and README.md, the dataset card.")],
+    push_to_hub: Annotated[Optional[str], typer.Option(help="Also upload to this hub dataset repo (owner/name; the hub extra and a token).")] = None,
+    license: Annotated[Optional[str], typer.Option(help="Licence of the source data for the card (default: known for math, mbpp, arc_challenge, the demo set).")] = None,
+) -> None:
+    """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
+    import shlex
+
+    from .dataset_out import ExportConfig, export
+
+    argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
+    argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
+    cfg = ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
+                       command=shlex.join(argv))
+    s = export(cfg)
+    typer.echo(f"wrote {out} ({format}): {s['kept']} records kept, {s['dropped']} dropped; "
+               + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))
 
 # ---- verify / eval (benchmarks issue) ---------------------------------------------
 
@@ -163,6 +200,9 @@ def eval_(
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 512,
     id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id.")] = None,
     question_field: Annotated[Optional[str], typer.Option(help="Column with the question.")] = None,
+    answer_field: AnswerFieldOpt = None,
+    choices_field: ChoicesFieldOpt = None,
+    tests_field: TestsFieldOpt = None,
     ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences (default: sized from the prompts).")] = None,
     n_gpu_layers: GpuOpt = 0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
@@ -177,7 +217,7 @@ def eval_(
     from .tasks import FieldMap
 
     cfg = EvalConfig(task=task, data=data, out_dir=out, model=model, adapter=adapter, split=split, limit=limit,
-                     fields=FieldMap(id_field, question_field, None), max_new_tokens=max_new_tokens, batch=batch,
+                     fields=FieldMap(id_field, question_field, None, answer_field, choices_field, tests_field), max_new_tokens=max_new_tokens, batch=batch,
                      ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, system=system, timeout_s=timeout,
                      **({"workers": workers} if workers else {}))
     console = Console()
@@ -277,6 +317,7 @@ def score_(
     id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id (dataset rows).")] = None,
     question_field: Annotated[Optional[str], typer.Option(help="Column with the question (dataset rows).")] = None,
     reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution (dataset rows).")] = None,
+    answer_field: AnswerFieldOpt = None,
     n_gpu_layers: GpuOpt = 0,
     threads: ThreadsOpt = None,
     system: Annotated[Optional[str], typer.Option(help="System prompt for both views.")] = None,
@@ -286,7 +327,7 @@ def score_(
     from .tasks import FieldMap
 
     cfg = ScoreConfig(model=model, task=task, top_k=top_k, limit=limit, system=system, threads=threads,
-                      n_gpu_layers=n_gpu_layers, fields=FieldMap(id_field, question_field, reference_field))
+                      n_gpu_layers=n_gpu_layers, fields=FieldMap(id_field, question_field, reference_field, answer_field))
     m = score_file(inp, out, cfg)
     c = m["counts"]
     typer.echo(f"wrote {out}: {c['done']} records ({c['scored_now']} scored now, {c['failed']} failed) in {m['seconds']} s")

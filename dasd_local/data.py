@@ -99,11 +99,12 @@ def load_problems(
     problems: list[Problem] = []
     seen: set[str] = set()
     for index, (where, row) in enumerate(rows):
-        missing = [c for c in task.required(fields) if row.get(c) is None]
+        slots = task.slots(fields)
+        missing = [c for c in slots if row.get(c) is None]
         if missing and not problems and not skipped.rows:
             raise InputError(
                 f"{where}: no field {missing[0]!r} (fields: {', '.join(sorted(row))}); "
-                f"choose the column with --{'question' if missing[0] == (fields.question or task.question_field) else 'reference'}-field"
+                f"choose the column with {fields.option(slots[missing[0]])}"
             )
         if missing:
             skipped.add(where, f"missing field {missing[0]!r}")
@@ -113,7 +114,7 @@ def load_problems(
             skipped.add(where, f"duplicate id {pid!r}")
             continue
         seen.add(pid)
-        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row)))
+        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row, fields)))
         if limit is not None and len(problems) >= limit:
             break
     return problems, skipped
