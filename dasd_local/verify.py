@@ -90,8 +90,10 @@ def usable(task: Task, records: list[tuple[str, dict]], skipped: list[str]) -> l
     for where, rec in records:
         missing = "response" if not isinstance(rec.get("response"), str) else task.missing_gold(rec)
         if missing and not out and missing != "response":
+            slot = task.gold_slots.get(missing)
+            hint = f"; generate with --{slot}-field COLUMN to carry it from your data" if slot else ""
             raise InputError(f"{where}: no field {missing!r}, which task {task.name!r} needs to verify "
-                             f"(fields: {', '.join(sorted(rec))})")
+                             f"(fields: {', '.join(sorted(rec))}){hint}")
         if missing:
             skipped.append(f"{where}: no field {missing!r}")
         else:

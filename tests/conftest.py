@@ -60,4 +60,5 @@ def arc_run(tmp_path_factory, data_dir) -> dict:
     task = get_task("mcq")
     mixed = d / "arc-dasd.mixed.jsonl"
     mixed.write_text("".join(json.dumps({**r, "correct": task.verify(r["response"], r).correct}) + "\n" for r in records))
+    (d / "arc-dasd.mixed.manifest.json").write_text((d / "arc-dasd.manifest.json").read_text())  # the same run
     return {"run": run, "kept": kept, "mixed": mixed}
