@@ -8,7 +8,8 @@ Formats (each under -o DIR, with README.md, the dataset card):
 - sharegpt: `train.json` (`conversations` of `from`/`value` turns, `system`) and the
   `dataset_info.json` entry LLaMA-Factory reads; Axolotl reads the same file.
 hf and parquet keep every provenance column (strategy, config, per-token steps with
-categories and probabilities) after the training column `messages`.
+categories and probabilities; a step's candidates become {token, p_ref, p_base}) after
+the training column `messages`.
 
 Only kept records are exported: those with `correct` true (verify's output); a record
 with `correct` false is dropped and counted, and a record never verified is an error.

@@ -86,7 +86,9 @@ def report_data(records: list[dict], vocab: dict, note: str) -> dict:
         total.update(c)
         problems.append({"id": str(r.get("id")), "strategy": r.get("strategy"), "finish": r.get("finish_reason"),
                          "correct": r.get("correct"), "counts": c, "response": r.get("response", ""),
-                         "steps": [compact_step(s, full) for s in steps]})
+                         # a string, parsed when its page renders: opening the file builds no step objects
+                         "steps": json.dumps([compact_step(s, full) for s in steps], ensure_ascii=False,
+                                             separators=(",", ":"))})
     verdicts = Counter(str(p["correct"]) for p in problems)
     return {
         "categories": list(CATEGORIES), "legend": [*LEGEND, ("none", "no category (not a dasd run)")],
