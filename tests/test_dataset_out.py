@@ -163,3 +163,21 @@ def test_re_export_replaces_an_earlier_export(arc_run, tmp_path):
     assert export([arc_run["kept"]], "messages", out).returncode == 0
     assert export([arc_run["kept"]], "sharegpt", out).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "dataset_info.json", "train.json"]
+
+
+def test_several_inputs_and_columns_without_a_common_type(arc_run, verdicts, tmp_path):
+    """Two files: rows of both, one card row per file (as `stats` lists them); a column whose
+    values share no type (an int level here, a string level there) is kept as JSON text."""
+    from huggingface_hub import DatasetCard
+
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text("".join(json.dumps({**r, "level": "Level ?" if i % 2 else 3}) + "\n"
+                           for i, r in enumerate(read_jsonl(arc_run["kept"]))))
+    assert export([arc_run["mixed"], odd], "hf", tmp_path / "out").returncode == 0
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    n = len(kept_ids(verdicts))
+    assert ds.num_rows == 2 * n
+    assert [json.loads(v) if v else v for v in ds["level"]][n:] == [3 if i % 2 == 0 else "Level ?" for i in range(n)]
+    dasd = DatasetCard.load(tmp_path / "out" / "README.md").data.to_dict()["dasd"]
+    assert [s["path"] for s in dasd["stats"]] == [str(arc_run["mixed"]), str(odd)]
+    assert dasd["counts"]["dropped_in_files"] == len(verdicts) - n
