@@ -101,17 +101,17 @@ def report_data(records: list[dict], vocab: dict, note: str) -> dict:
     }
 
 
-def plots_html(path: Path) -> str:
-    """The `stats --plots` figures as inline base64 PNG images ('' without matplotlib)."""
+def plots_html(path: Path, records: list[dict]) -> str:
+    """The `stats --plots` figures as inline base64 PNG images (a note without matplotlib)."""
     import tempfile
 
-    from .analysis import collect, write_plots
+    from .analysis import file_stats, write_plots
 
     try:
         import matplotlib  # noqa: F401  (the analysis extra)
     except ImportError:
         return '<p class="note">plots need the analysis extra: pip install "dasd-local[analysis]"</p>'
-    found, _ = collect([path])
+    found = [file_stats(path, records)]  # what `stats` computes, without reading the file again
     with tempfile.TemporaryDirectory() as tmp:
         return "\n".join(f'<div><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></div>'
                          for p in write_plots(found, Path(tmp)))
@@ -131,7 +131,7 @@ def write_report(path: Path, out: Path, model: str | None = None) -> dict:
     vocab, note = spell_tokens(ids, Path(path), model)
     data = report_data(records, vocab, "; ".join([note, *problems[:5]]).strip("; "))
     template = files("dasd_local").joinpath("report_template.html").read_text(encoding="utf-8")
-    html = (template.replace("__TITLE__", escape(Path(path).name)).replace("__PLOTS__", plots_html(Path(path)))
+    html = (template.replace("__TITLE__", escape(Path(path).name)).replace("__PLOTS__", plots_html(Path(path), records))
             .replace("__DATA__", _escape_json(data)))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out), html)
