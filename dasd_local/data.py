@@ -98,8 +98,8 @@ def load_problems(
     rows, skipped = iter_rows(source, split)
     problems: list[Problem] = []
     seen: set[str] = set()
+    slots = task.slots(fields)
     for index, (where, row) in enumerate(rows):
-        slots = task.slots(fields)
         missing = [c for c in slots if row.get(c) is None]
         if missing and not problems and not skipped.rows:
             raise InputError(

@@ -80,7 +80,10 @@ def _manifests(path: Path) -> tuple[dict, dict]:
     p = sidecar(path, "manifest.json")
     if not p.is_file():
         return {}, {}
-    m = json.loads(p.read_text(encoding="utf-8"))
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{p}: not valid JSON ({e.msg}, line {e.lineno}); move it away to export without it") from None
     if m.get("verb") == "verify":
         return m.get("source_manifest") or {}, m
     return m, {}

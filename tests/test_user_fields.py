@@ -31,6 +31,8 @@ def test_math_answer_column(tmp_path):
     # without an answer column, the boxed answer of the user's reference column is the gold answer
     boxed = get_task("math").keep({"worked_solution": "so $\\boxed{4}$"}, FieldMap(reference="worked_solution"))
     assert boxed == {"answer": "4"}
+    with pytest.raises(InputError, match="no field 'finall'.*--answer-field"):  # a named column must exist
+        load_problems(tmp_path / "d.jsonl", get_task("math"), FieldMap(question="q", reference="worked_solution", answer="finall"))
 
 
 def test_mcq_and_code_gold_columns(tmp_path):

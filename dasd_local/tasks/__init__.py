@@ -80,10 +80,12 @@ class Task:
         return (getattr(fields, slot) if slot else None) or name
 
     def slots(self, fields: FieldMap) -> dict[str, str]:
-        """Column -> the FieldMap slot naming it, for every column a row must have."""
+        """Column -> the FieldMap slot naming it, for every column a row must have: the
+        question, the reference, the task's required gold fields and any column named by an option."""
         out = {fields.question or self.question_field: "question"}
-        for name in self.required_gold:
-            out.setdefault(self.column(name, fields), self.gold_slots.get(name, name))
+        for name, slot in self.gold_slots.items():
+            if name in self.required_gold or getattr(fields, slot):
+                out.setdefault(self.column(name, fields), slot)
         out.setdefault(fields.reference or self.reference_field, "reference")
         return out
 
