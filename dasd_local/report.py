@@ -118,8 +118,8 @@ def plots_html(path: Path, records: list[dict]) -> str:
 
 
 def _escape_json(obj) -> str:
-    """JSON safe inside <script>: no '</' can close the element early."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
+    """JSON safe inside <script>: no '<' at all, so no '</script>' or '<!--' can end it early."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def write_report(path: Path, out: Path, model: str | None = None) -> dict:

@@ -132,3 +132,19 @@ def test_large_runs_are_paged(report, tmp_path):
     if BROWSER:
         assert len(dom(tmp_path / "many.html").problems) == PAGE_SIZE
         assert sorted(dom(tmp_path / "many.html", "#page=3").problems) == list(range(2 * PAGE_SIZE, 60))
+
+
+def test_markup_in_tokens_stays_text(report, tmp_path):
+    """Token text such as '</script><!--' cannot end the embedded data or inject markup."""
+    from dasd_local.report import write_report
+
+    _, records = report
+    rec = {**records[0], "steps": [{**records[0]["steps"][0], "text": "</script><!--<b>x</b>"}, *records[0]["steps"][1:]]}
+    src = tmp_path / "markup.jsonl"
+    src.write_text(json.dumps(rec) + "\n")
+    write_report(src, tmp_path / "markup.html")
+    html = (tmp_path / "markup.html").read_text()
+    data = re.search(r'<script type="application/json" id="dasd-data">(.*?)</script>', html, re.S).group(1)
+    assert json.loads(json.loads(data)["problems"][0]["steps"])[0][0] == "</script><!--<b>x</b>"
+    if BROWSER:
+        assert dom(tmp_path / "markup.html").problems[0][0] == f"tok cat-{rec['steps'][0]['category']}"
