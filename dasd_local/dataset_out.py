@@ -27,34 +27,16 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import EXPORT_FORMATS as FORMATS, ExportConfig  # noqa: F401  (the verb's settings)
 from .errors import ConfigError, DasdError, InputError
 from .records import read_jsonl, sidecar
 
-FORMATS = ("hf", "parquet", "prompt-completion", "messages", "sharegpt")
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}  # LLaMA-Factory's default tags
 MARKER = "<!-- written by dasd-local export -->"  # a directory holding it may be replaced
 
 
 class HubError(DasdError):
     """The hub push failed; the export itself is on disk."""
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    paths: tuple[Path, ...]
-    format: str = field(metadata={"help": " | ".join(FORMATS)})
-    out: Path = Path("dasd-export")
-    push_to_hub: str | None = field(default=None, metadata={"help": "hub dataset repo owner/name"})
-    license: str | None = field(default=None, metadata={"help": "the source data's licence (None: known sources)"})
-    command: str = ""  # the exact command line, for the card
-
-    def __post_init__(self):
-        if self.format not in FORMATS:
-            raise ConfigError(f"format = {self.format!r} is not allowed: expected one of {', '.join(FORMATS)}")
-        if not self.paths:
-            raise ConfigError("no input files: pass at least one RUN.jsonl")
-        if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:
-            raise ConfigError(f"--push-to-hub {self.push_to_hub!r} is not allowed: expected owner/name")
 
 
 @dataclass
