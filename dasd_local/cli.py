@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import config as C
+from .dataset_out import ExportConfig  # light: its heavy imports are inside functions
 from .errors import DasdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Distribution-Aligned Self-Distillation on llama.cpp.")
@@ -134,10 +135,10 @@ def models() -> None:
 @app.command("export")
 def export_(
     paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Verified records (`dasd-local verify` output).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help=C.field_of(C.ExportConfig, "out").metadata["help"])],
-    format: str = opt(C.ExportConfig, "format", "--format", "-f"),
-    push_to_hub: Optional[str] = opt(C.ExportConfig, "push_to_hub"),
-    license: Optional[str] = opt(C.ExportConfig, "license"),
+    out: Annotated[Path, typer.Option("--out", "-o", help=C.field_of(ExportConfig, "out").metadata["help"])],
+    format: str = opt(ExportConfig, "format", "--format", "-f"),
+    push_to_hub: Optional[str] = opt(ExportConfig, "push_to_hub"),
+    license: Optional[str] = opt(ExportConfig, "license"),
 ) -> None:
     """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
     import shlex
@@ -146,7 +147,7 @@ def export_(
 
     argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
     argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
-    s = export(C.ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
+    s = export(ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
                               command=shlex.join(argv)))
     typer.echo(f"wrote {out} ({format}): {s['kept']} records kept, {s['dropped']} dropped; "
                + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))

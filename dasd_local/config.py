@@ -250,8 +250,7 @@ class Columns:
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
     reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")
-    answer_field: str | None = setting(None, "Column with the gold answer (math: answer, mcq: answerKey).",
-                                       flag="--answer-field")
+    answer_field: str | None = setting(None, "Column with the gold answer (math/mcq).", flag="--answer-field")
     choices_field: str | None = setting(None, "Column with the choices (mcq).", flag="--choices-field")
     tests_field: str | None = setting(None, "Column with the test asserts (code: test_list).", flag="--tests-field")
 
@@ -338,32 +337,6 @@ class VerifyConfig:
                            factory=lambda: os.cpu_count() or 1, check=AT_LEAST_1[0], expect=">= 1", flag="--workers")
     timeout_s: float = setting(10.0, "Wall-clock seconds per code run (task code).", lambda v: 0 < v <= 3600,
                                "in (0, 3600]", flag="--timeout")
-
-    def __post_init__(self):
-        check_fields(self)
-
-
-
-# ---- export ------------------------------------------------------------------------
-
-EXPORT_FORMATS = ("hf", "parquet", "prompt-completion", "messages", "sharegpt")
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """`export`: kept records to another tool's format, with a dataset card."""
-
-    paths: tuple = setting((), "Verified records (`dasd-local verify` output).", lambda v: len(v) > 0,
-                           "at least one RUN.jsonl")
-    format: str = setting("hf", "hf | parquet | prompt-completion | messages | sharegpt", *one_of(*EXPORT_FORMATS),
-                          flag="--format")
-    out: Path = setting(Path("dasd-export"), "Output directory: the data files and README.md, the dataset card.",
-                        flag="--out")
-    push_to_hub: str | None = setting(None, "Also upload to this hub dataset repo (owner/name; the hub extra and a "
-                                      "token).", lambda v: v.count("/") == 1, "owner/name", flag="--push-to-hub")
-    license: str | None = setting(None, "Licence of the source data for the card (default: known for math, mbpp, "
-                                  "arc_challenge, the demo set).", flag="--license")
-    command: str = setting("", "The exact command line, for the card.")
 
     def __post_init__(self):
         check_fields(self)
