@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import config as C
+from .dataset_out import ExportConfig  # light: its heavy imports are inside functions
 from .errors import DasdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Distribution-Aligned Self-Distillation on llama.cpp.")
@@ -68,6 +69,9 @@ def generate(
     id_field: Optional[str] = opt(C.RunConfig, "id_field"),
     question_field: Optional[str] = opt(C.RunConfig, "question_field"),
     reference_field: Optional[str] = opt(C.RunConfig, "reference_field"),
+    answer_field: Optional[str] = opt(C.RunConfig, "answer_field"),
+    choices_field: Optional[str] = opt(C.RunConfig, "choices_field"),
+    tests_field: Optional[str] = opt(C.RunConfig, "tests_field"),
     ctx: Optional[int] = opt(C.RunConfig, "ctx"),
     step_tokens: int = opt(C.DecodeConfig, "step_tokens"),
     speculate: str = opt(C.DecodeConfig, "speculate"),
@@ -103,8 +107,15 @@ def view(
     candidates: Annotated[bool, typer.Option(help="List each non-consistent token's candidates with p_R and p_B.")] = False,
     limit: Annotated[int, typer.Option(help="How many records to show without --id.")] = 3,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens (default: the run's).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write every record as one self-contained HTML report here instead.")] = None,
 ) -> None:
-    """Show responses with every token coloured by how DASD chose it."""
+    """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
+    if html is not None:
+        from .report import write_report
+
+        t = write_report(path, html, model)
+        typer.echo(f"wrote {html}: {t['problems']} problems, {t['tokens']} tokens")
+        return
     from .view import show
 
     show(path, id, candidates, limit, model)
@@ -118,6 +129,29 @@ def models() -> None:
     from .models import registry_table
 
     Console().print(registry_table())
+
+# ---- export (data out) -------------------------------------------------------------
+
+
+@app.command("export")
+def export_(
+    paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Verified records (`dasd-local verify` output).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=C.field_of(ExportConfig, "out").metadata["help"])],
+    format: str = opt(ExportConfig, "format", "--format", "-f"),
+    push_to_hub: Optional[str] = opt(ExportConfig, "push_to_hub"),
+    license: Optional[str] = opt(ExportConfig, "license"),
+) -> None:
+    """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
+    import shlex
+
+    from .dataset_out import export
+
+    argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
+    argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
+    s = export(ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
+                              command=shlex.join(argv)))
+    typer.echo(f"wrote {out} ({format}): {s['kept']} records kept, {s['dropped']} dropped; "
+               + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))
 
 # ---- verify / eval (benchmarks issue) ---------------------------------------------
 
@@ -161,6 +195,9 @@ def eval_(
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
     question_field: Optional[str] = opt(C.EvalConfig, "question_field"),
+    answer_field: Optional[str] = opt(C.EvalConfig, "answer_field"),
+    choices_field: Optional[str] = opt(C.EvalConfig, "choices_field"),
+    tests_field: Optional[str] = opt(C.EvalConfig, "tests_field"),
     ctx: Optional[int] = opt(C.EvalConfig, "ctx"),
     n_gpu_layers: int = opt(C.EvalConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.EvalConfig, "threads"),
@@ -266,6 +303,7 @@ def score_(
     id_field: Optional[str] = opt(C.ScoreConfig, "id_field"),
     question_field: Optional[str] = opt(C.ScoreConfig, "question_field"),
     reference_field: Optional[str] = opt(C.ScoreConfig, "reference_field"),
+    answer_field: Optional[str] = opt(C.ScoreConfig, "answer_field"),
     n_gpu_layers: int = opt(C.ScoreConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.ScoreConfig, "threads"),
     system: Optional[str] = opt(C.ScoreConfig, "system"),

@@ -22,8 +22,7 @@ STRATEGIES = ("dasd", "self-distill", "base", "hint")
 KV_TYPES = ("f16", "q8_0")
 
 
-def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None,
-            factory=MISSING):
+def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None, factory=MISSING):
     """A dataclass field whose metadata carries its help, its check (value -> bool, skipped
     for None) with the range it expects, and the CLI flag that sets it (None: none does)."""
     meta = {"help": help, "check": check, "expect": expect, "flag": flag}
@@ -247,18 +246,21 @@ class Columns:
     # tasks.get_task checks the name (one list of tasks, one message)
     task: str = setting("math", "math | code | mcq", flag="--task")
     limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
-    sample: int | None = setting(None, "A random sample of N problems (fixed by --seed, the same N ids in every "
-                                 "command; before --limit).", *AT_LEAST_1, flag="--sample")
+    sample: int | None = setting(None, "A seeded random sample of N problems, before --limit.", *AT_LEAST_1, flag="--sample")
     seed: int = setting(0, "Seed of --sample (generate: also of the published forms' sampling).", flag="--seed")
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
     reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")
+    answer_field: str | None = setting(None, "Column with the gold answer (math/mcq).", flag="--answer-field")
+    choices_field: str | None = setting(None, "Column with the choices (mcq).", flag="--choices-field")
+    tests_field: str | None = setting(None, "Column with the test asserts (code: test_list).", flag="--tests-field")
 
     @property
     def fields(self):
         from .tasks import FieldMap
 
-        return FieldMap(self.id_field, self.question_field, self.reference_field)
+        return FieldMap(self.id_field, self.question_field, self.reference_field, self.answer_field,
+                        self.choices_field, self.tests_field)
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,6 @@ class VerifyConfig:
 
     def __post_init__(self):
         check_fields(self)
-
 
 
 # ---- train ------------------------------------------------------------------------

@@ -120,12 +120,13 @@ def load_problems(
     rows, skipped = iter_rows(source, split)
     problems: list[Problem] = []
     seen: set[str] = set()
+    slots = task.slots(fields)
     for index, (where, row) in enumerate(rows):
-        missing = [c for c in task.required(fields) if row.get(c) is None]
+        missing = [c for c in slots if row.get(c) is None]
         if missing and not problems and not skipped.rows:
             raise InputError(
                 f"{where}: no field {missing[0]!r} (fields: {', '.join(sorted(row))}); "
-                f"choose the column with --{'question' if missing[0] == (fields.question or task.question_field) else 'reference'}-field"
+                f"choose the column with {fields.option(slots[missing[0]])}"
             )
         if missing:
             skipped.add(where, f"missing field {missing[0]!r}")
@@ -135,7 +136,7 @@ def load_problems(
             skipped.add(where, f"duplicate id {pid!r}")
             continue
         seen.add(pid)
-        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row)))
+        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row, fields)))
         if sample is None and limit is not None and len(problems) >= limit:
             break
     return select(problems, lambda p: p.id, sample, seed, limit), skipped

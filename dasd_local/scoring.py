@@ -48,7 +48,7 @@ def problem_of(row: dict, task: Task, fields: FieldMap, index: int) -> Problem:
     except KeyError as e:
         raise InputError(f"record {row.get('id', index)!r}: no field {e.args[0]!r} (fields: {', '.join(sorted(row))})") from None
     pid = row_id(row, task, fields, index)
-    gold = {k: row[k] for k in (*task.gold_fields, *task.meta_fields) if k in row}
+    gold = {k: row[c] for k in (*task.gold_fields, *task.meta_fields) if (c := task.column(k, fields)) in row}
     return Problem(pid, str(question), "" if reference is None else str(reference), gold)
 
 

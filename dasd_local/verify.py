@@ -77,8 +77,10 @@ def usable(task: Task, records: list[tuple[str, dict]], skipped: list[str]) -> l
     for where, rec in records:
         missing = "response" if not isinstance(rec.get("response"), str) else task.missing_gold(rec)
         if missing and not out and missing != "response":
+            slot = task.gold_slots.get(missing)
+            hint = f"; generate with --{slot}-field COLUMN to carry it from your data" if slot else ""
             raise InputError(f"{where}: no field {missing!r}, which task {task.name!r} needs to verify "
-                             f"(fields: {', '.join(sorted(rec))})")
+                             f"(fields: {', '.join(sorted(rec))}){hint}")
         if missing:
             skipped.append(f"{where}: no field {missing!r}")
         else:
@@ -140,7 +142,22 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
     finally:
         task.close()
     write_atomic(Path(out), kept)
+    write_manifest(Path(inp), Path(out), task, cfg, report)
     return report
+
+
+def write_manifest(inp: Path, out: Path, task: Task, cfg: VerifyConfig, report: Report) -> None:
+    """OUT.manifest.json: verify's counts and the input's own manifest (model, sha256, data),
+    so the kept file still says where it came from (`export` writes them into its card)."""
+    from .records import atomic_write_text, sidecar
+
+    n, correct, kept = report.totals()
+    source = sidecar(inp, "manifest.json")
+    manifest = {"verb": "verify", "source": str(inp), "task": task.name, "on_fail": cfg.on_fail,
+                "counts": {"records": n, "correct": correct, "kept": kept, "dropped": n - kept,
+                           "replaced": report.replaced, "skipped": len(report.skipped)},
+                "source_manifest": json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None}
+    atomic_write_text(sidecar(out, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
 
 
 def report_table(report: Report, title: str):
