@@ -16,6 +16,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import config as C
+from .dataset_out import ExportConfig  # light: its heavy imports are inside functions
+from .distributed import RayConfig  # light: Ray is imported inside its functions
 from .errors import DasdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Distribution-Aligned Self-Distillation on llama.cpp.")
@@ -53,17 +55,24 @@ def generate(
     strategy: str = opt(C.DecodeConfig, "strategy", "--strategy", "-s"),
     out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
     limit: Optional[int] = opt(C.RunConfig, "limit"),
+    sample: Optional[int] = opt(C.RunConfig, "sample"),
+    seed: int = opt(C.RunConfig, "seed"),  # one --seed: RunConfig (--sample) and DecodeConfig (sampling) take it
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     top_k: int = opt(C.DecodeConfig, "top_k"),
     tau: float = opt(C.DecodeConfig, "tau"),
     hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
     hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
+    baseline_form: str = opt(C.DecodeConfig, "baseline_form"),
+    hint_analysis_tokens: Optional[int] = opt(C.DecodeConfig, "hint_analysis_tokens"),
     record_candidates: bool = opt(C.DecodeConfig, "record_candidates", "--record-candidates/--no-record-candidates"),
     split: str = opt(C.RunConfig, "split"),
     id_field: Optional[str] = opt(C.RunConfig, "id_field"),
     question_field: Optional[str] = opt(C.RunConfig, "question_field"),
     reference_field: Optional[str] = opt(C.RunConfig, "reference_field"),
+    answer_field: Optional[str] = opt(C.RunConfig, "answer_field"),
+    choices_field: Optional[str] = opt(C.RunConfig, "choices_field"),
+    tests_field: Optional[str] = opt(C.RunConfig, "tests_field"),
     ctx: Optional[int] = opt(C.RunConfig, "ctx"),
     step_tokens: int = opt(C.DecodeConfig, "step_tokens"),
     speculate: str = opt(C.DecodeConfig, "speculate"),
@@ -75,16 +84,16 @@ def generate(
     threads: Optional[int] = opt(C.RunConfig, "threads"),
     adapter: Optional[Path] = opt(C.RunConfig, "adapter"),
     system: Optional[str] = opt(C.RunConfig, "system"),
-    ray: Optional[str] = opt(C.RayConfig, "ray"),
-    workers: Optional[str] = opt(C.RayConfig, "workers"),
-    threads_per_worker: int = opt(C.RayConfig, "threads_per_worker"),
-    gpus_per_worker: float = opt(C.RayConfig, "gpus_per_worker"),
+    ray: Optional[str] = opt(RayConfig, "ray"),
+    workers: Optional[str] = opt(RayConfig, "workers"),
+    threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
+    gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
 ) -> None:
     """Decode every problem with the base and reference views; write training records."""
     from .generate import generate as run_generate
 
     args = dict(locals())
-    m = run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), ray=_pick(C.RayConfig, args))
+    m = run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), ray=_pick(RayConfig, args))
     c, st = m["counts"], m["stats"]
     typer.echo(f"wrote {m['out']}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "
                f"{c['skipped_rows']} rows skipped); {st['emitted']} tokens at {st['emitted_per_s']} tok/s")
@@ -103,8 +112,15 @@ def view(
     candidates: Annotated[bool, typer.Option(help="List each non-consistent token's candidates with p_R and p_B.")] = False,
     limit: Annotated[int, typer.Option(help="How many records to show without --id.")] = 3,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens (default: the run's).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write every record as one self-contained HTML report here instead.")] = None,
 ) -> None:
-    """Show responses with every token coloured by how DASD chose it."""
+    """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
+    if html is not None:
+        from .report import write_report
+
+        t = write_report(path, html, model)
+        typer.echo(f"wrote {html}: {t['problems']} problems, {t['tokens']} tokens")
+        return
     from .view import show
 
     show(path, id, candidates, limit, model)
@@ -118,6 +134,29 @@ def models() -> None:
     from .models import registry_table
 
     Console().print(registry_table())
+
+# ---- export (data out) -------------------------------------------------------------
+
+
+@app.command("export")
+def export_(
+    paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Verified records (`dasd-local verify` output).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=C.field_of(ExportConfig, "out").metadata["help"])],
+    format: str = opt(ExportConfig, "format", "--format", "-f"),
+    push_to_hub: Optional[str] = opt(ExportConfig, "push_to_hub"),
+    license: Optional[str] = opt(ExportConfig, "license"),
+) -> None:
+    """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
+    import shlex
+
+    from .dataset_out import export
+
+    argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
+    argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
+    s = export(ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
+                              command=shlex.join(argv)))
+    typer.echo(f"wrote {out} ({format}): {s['kept']} records kept, {s['dropped']} dropped; "
+               + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))
 
 # ---- verify / eval (benchmarks issue) ---------------------------------------------
 
@@ -155,20 +194,25 @@ def eval_(
     task: str = opt(C.EvalConfig, "task", "--task", "-t"),
     split: str = opt(C.EvalConfig, "split"),
     limit: Optional[int] = opt(C.EvalConfig, "limit"),
+    sample: Optional[int] = opt(C.EvalConfig, "sample"),
+    seed: int = opt(C.EvalConfig, "seed"),
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
     question_field: Optional[str] = opt(C.EvalConfig, "question_field"),
+    answer_field: Optional[str] = opt(C.EvalConfig, "answer_field"),
+    choices_field: Optional[str] = opt(C.EvalConfig, "choices_field"),
+    tests_field: Optional[str] = opt(C.EvalConfig, "tests_field"),
     ctx: Optional[int] = opt(C.EvalConfig, "ctx"),
     n_gpu_layers: int = opt(C.EvalConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.EvalConfig, "threads"),
     workers: Optional[int] = opt(C.EvalConfig, "workers"),
     timeout: float = opt(C.EvalConfig, "timeout_s"),
     system: Optional[str] = opt(C.EvalConfig, "system"),
-    ray: Optional[str] = opt(C.RayConfig, "ray"),
-    ray_workers: Optional[str] = opt(C.RayConfig, "workers", "--ray-workers"),  # --workers: the answer checks
-    threads_per_worker: int = opt(C.RayConfig, "threads_per_worker"),
-    gpus_per_worker: float = opt(C.RayConfig, "gpus_per_worker"),
+    ray: Optional[str] = opt(RayConfig, "ray"),
+    ray_workers: Optional[str] = opt(RayConfig, "workers", "--ray-workers"),  # --workers: the answer checks
+    threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
+    gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
 ) -> None:
     """Greedy answers (base view) of a model (+ adapter) on a split: accuracy or pass@1."""
     from rich.console import Console
@@ -181,7 +225,7 @@ def eval_(
     cfg = _pick(C.EvalConfig, args, out_dir=out, timeout_s=timeout,
                 decode=C.eval_decode(batch=batch, max_new_tokens=max_new_tokens))
     console = Console()
-    summary = evaluate(cfg, console, ray=C.RayConfig(ray=ray, workers=ray_workers, threads_per_worker=threads_per_worker,
+    summary = evaluate(cfg, console, ray=RayConfig(ray=ray, workers=ray_workers, threads_per_worker=threads_per_worker,
                                                      gpus_per_worker=gpus_per_worker))
     console.print(summary_table(summary, f"{summary['task']} {summary['metric']}: {Path(summary['model']).name}"
                                 + (f" + {Path(summary['adapter']).name}" if summary.get("adapter") else "")))
@@ -218,11 +262,15 @@ def train(
     merged: Optional[str] = opt(C.TrainConfig, "merged"),
     threads: Optional[int] = opt(C.TrainConfig, "threads"),
 ) -> None:
-    """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter."""
+    """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter.
+
+    Several processes: `torchrun --nproc_per_node N -m dasd_local train ...` or `accelerate launch -m dasd_local train ...`."""
     from .train import train as run_train
 
     args = dict(locals())
     m = run_train(_pick(C.TrainConfig, {**args, "data": str(data), "out": str(out)}))
+    if m is None:  # another process of a torchrun / accelerate launch run: the main one reports
+        return
     loss = f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}" if m["steps"] else "no steps"
     typer.echo(f"trained {m['steps']} steps ({m['backend']}): {loss}, {m['tokens_per_s']} tok/s")
     typer.echo(f"adapter: {m['adapter_gguf']} (llama.cpp, use with --adapter) and {m['adapter']} (PEFT)")
@@ -241,11 +289,18 @@ def stats(
     compare: Annotated[bool, typer.Option(help="Strategies side by side: one table per metric, levels down.")] = False,
     overlap: Annotated[bool, typer.Option(help="Rescore records without both views' top-k lists (teacher forcing; needs the model).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model for --overlap (default: the embedded SmolLM2-135M).")] = None,
+    ci: Annotated[bool, typer.Option("--ci/--no-ci", help="95% bootstrap intervals over problems on every ratio.")] = True,
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples.", min=10)] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same intervals).")] = 0,
+    segments: Annotated[bool, typer.Option(help="Segment-level (per line) PPL distributions per level (Fig. 2).")] = False,
+    level_field: Annotated[Optional[str], typer.Option(help="Record field read as the difficulty level (default: level).")] = None,
 ) -> None:
-    """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level."""
-    from .stats import report
+    """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level.
+    With --compare and two files: their paired difference over the common problem ids."""
+    from .stats import Evidence, report
 
-    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots)
+    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots,
+                      evidence=Evidence(ci, boot, seed, segments, level_field))
     _echo_skipped(problems, 10)
 
 
@@ -256,23 +311,26 @@ def score_(
     task: str = opt(C.ScoreConfig, "task", "--task", "-t"),
     model: Optional[str] = opt(C.ScoreConfig, "model", "--model", "-m"),
     limit: Optional[int] = opt(C.ScoreConfig, "limit"),
+    sample: Optional[int] = opt(C.ScoreConfig, "sample"),
+    seed: int = opt(C.ScoreConfig, "seed"),
     top_k: int = opt(C.ScoreConfig, "top_k"),
     id_field: Optional[str] = opt(C.ScoreConfig, "id_field"),
     question_field: Optional[str] = opt(C.ScoreConfig, "question_field"),
     reference_field: Optional[str] = opt(C.ScoreConfig, "reference_field"),
+    answer_field: Optional[str] = opt(C.ScoreConfig, "answer_field"),
     n_gpu_layers: int = opt(C.ScoreConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.ScoreConfig, "threads"),
     system: Optional[str] = opt(C.ScoreConfig, "system"),
-    ray: Optional[str] = opt(C.RayConfig, "ray"),
-    workers: Optional[str] = opt(C.RayConfig, "workers"),
-    threads_per_worker: int = opt(C.RayConfig, "threads_per_worker"),
-    gpus_per_worker: float = opt(C.RayConfig, "gpus_per_worker"),
+    ray: Optional[str] = opt(RayConfig, "ray"),
+    workers: Optional[str] = opt(RayConfig, "workers"),
+    threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
+    gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
 ) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
     from .scoring import score_file
 
     args = dict(locals())
-    m = score_file(inp, out, _pick(C.ScoreConfig, args), ray=_pick(C.RayConfig, args))
+    m = score_file(inp, out, _pick(C.ScoreConfig, args), ray=_pick(RayConfig, args))
     c = m["counts"]
     typer.echo(f"wrote {out}: {c['done']} records ({c['scored_now']} scored now, {c['failed']} failed) in {m['seconds']} s")
     _echo_skipped(m["skipped"], 5)

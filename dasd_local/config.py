@@ -22,8 +22,7 @@ STRATEGIES = ("dasd", "self-distill", "base", "hint")
 KV_TYPES = ("f16", "q8_0")
 
 
-def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None,
-            factory=MISSING):
+def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None, factory=MISSING):
     """A dataclass field whose metadata carries its help, its check (value -> bool, skipped
     for None) with the range it expects, and the CLI flag that sets it (None: none does)."""
     meta = {"help": help, "check": check, "expect": expect, "flag": flag}
@@ -89,6 +88,27 @@ AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Sampling in place of argmax, for the baselines' published forms; temperature 0 is
+    greedy. `top_p_first`: Hinted decoding's NucleusProcessor cuts top-p on the
+    temperature-1 distribution, then scales; transformers' warpers (SDFT's LLaMA-Factory
+    run) scale, then cut top-k, then top-p."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p_first: bool = False
+
+
+GREEDY = Sampling()
+PUBLISHED_SAMPLING = {  # what the authors' code ran with (published.py has their prompts)
+    "self-distill": Sampling(temperature=0.95, top_p=0.7, top_k=50),  # LLaMA-Factory GeneratingArguments defaults
+    "hint": Sampling(temperature=0.3, top_p=0.95, top_p_first=True),  # Run_HD_example.py: NucleusProcessor(.3, .95)
+}
+BASELINE_FORMS = ("controlled", "published")
+
+
+@dataclass(frozen=True)
 class RuleConfig:
     """What rules.choose needs; derived from a DecodeConfig by field name (rule_of)."""
 
@@ -98,6 +118,7 @@ class RuleConfig:
     hard_mode: str = setting("ref", "When no candidate passes: ref (C[0]) | base (argmax p_B).", *one_of("ref", "base"),
                              flag="--hard-mode")
     hint_beta: float = setting(3.0, "Hinted decoding's entropy scale.", *AT_LEAST_0, flag="--hint-beta")
+    sampling: Sampling = setting(GREEDY, "Sampling in place of argmax (a baseline's published form).")
 
     def __post_init__(self):
         check_fields(self)
@@ -116,6 +137,14 @@ class DecodeConfig:
     tau: float = _rule_field("tau")
     hard_mode: str = _rule_field("hard_mode")
     hint_beta: float = _rule_field("hint_beta")
+    baseline_form: str = setting("controlled", "self-distill / hint as our controlled variant (DASD's reference view, "
+                                 "greedy) or as their authors published them (their prompts, sampling, SDFT's filter).",
+                                 *one_of(*BASELINE_FORMS), flag="--baseline-form")
+    seed: int = setting(0, "Seed of the published forms' sampling (each problem's generator: seed + problem id).",
+                        flag="--seed")
+    hint_analysis_tokens: int | None = setting(None, "Published hint: token limit of the greedy analysis pre-pass on "
+                                               "the shadow prompt (default: --max-new-tokens; 0 skips it, which is "
+                                               "not the published form).", *AT_LEAST_0, flag="--hint-analysis-tokens")
     max_new_tokens: int = setting(512, "Response length limit.", *AT_LEAST_1, flag="--max-new-tokens")
     batch: int = setting(16, "Problems decoded together (2 sequences each).", lambda v: 1 <= v <= 128, "in [1, 128]",
                          flag="--batch")
@@ -141,6 +170,19 @@ class DecodeConfig:
             reject(self, "step_tokens", f">= 2 x batch = {2 * self.batch}")
         if self.base_only and self.strategy != "base":
             reject(self, "base_only", "only with strategy base")
+        if self.baseline_form == "published" and self.strategy not in PUBLISHED_SAMPLING:
+            reject(self, "baseline_form", f"controlled for strategy {self.strategy} (published: self-distill, hint)")
+        if self.sampling.temperature > 0 and self.speculate == "on":
+            reject(self, "speculate", "off or auto with a sampled (published) form: drafts are checked greedily")
+
+    @property
+    def published(self) -> str | None:
+        """The baseline whose published reference view is used (prompts.ViewBuilder), if any."""
+        return self.strategy if self.baseline_form == "published" else None
+
+    @property
+    def sampling(self) -> Sampling:
+        return PUBLISHED_SAMPLING[self.strategy] if self.baseline_form == "published" else GREEDY
 
     def rule(self) -> RuleConfig:
         """The rule's settings, taken from this config by name."""
@@ -154,8 +196,17 @@ class DecodeConfig:
 
     def record_config(self) -> dict:
         """The part of the config that decides the output (goes into every record)."""
-        keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens")
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens", "baseline_form")
+        out = {k: v for k, v in asdict(self).items() if k in keys}
+        if self.baseline_form == "published":
+            out.update(seed=self.seed, sampling=asdict(self.sampling))
+            if self.strategy == "hint":
+                out["hint_analysis_tokens"] = self.analysis_tokens
+        return out
+
+    @property
+    def analysis_tokens(self) -> int:
+        return self.max_new_tokens if self.hint_analysis_tokens is None else self.hint_analysis_tokens
 
 
 def eval_decode(**kw) -> DecodeConfig:
@@ -195,15 +246,21 @@ class Columns:
     # tasks.get_task checks the name (one list of tasks, one message)
     task: str = setting("math", "math | code | mcq", flag="--task")
     limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
+    sample: int | None = setting(None, "A seeded random sample of N problems, before --limit.", *AT_LEAST_1, flag="--sample")
+    seed: int = setting(0, "Seed of --sample (generate: also of the published forms' sampling).", flag="--seed")
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
     reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")
+    answer_field: str | None = setting(None, "Column with the gold answer (math/mcq).", flag="--answer-field")
+    choices_field: str | None = setting(None, "Column with the choices (mcq).", flag="--choices-field")
+    tests_field: str | None = setting(None, "Column with the test asserts (code: test_list).", flag="--tests-field")
 
     @property
     def fields(self):
         from .tasks import FieldMap
 
-        return FieldMap(self.id_field, self.question_field, self.reference_field)
+        return FieldMap(self.id_field, self.question_field, self.reference_field, self.answer_field,
+                        self.choices_field, self.tests_field)
 
 
 @dataclass(frozen=True)
@@ -286,52 +343,6 @@ class VerifyConfig:
         check_fields(self)
 
 
-
-# ---- many machines (--ray) ---------------------------------------------------------
-
-
-def parse_workers(text: str | None) -> tuple[int, int] | None:
-    """`N` (a fixed pool) or `MIN,MAX` (autoscaling) -> (min, max); None: as the cluster allows."""
-    if text is None:
-        return None
-    parts = str(text).split(",")
-    try:
-        lo, hi = int(parts[0]), int(parts[-1])
-    except ValueError:
-        return None
-    return (lo, hi) if len(parts) <= 2 and 1 <= lo <= hi else None
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """Where generate, score and eval run: this process, or a Ray cluster's actor pool."""
-
-    ray: str | None = setting(None, "Run on a Ray cluster (needs the ray extra): auto (RAY_ADDRESS, else a cluster "
-                              "started on this node, else a new local one) | HEAD:PORT.", flag="--ray")
-    workers: str | None = setting(None, "Ray actors, each with its own engine: N, or MIN,MAX to autoscale (default: "
-                                  "the cluster's CPUs / --threads-per-worker, or GPUs / --gpus-per-worker).",
-                                  lambda v: parse_workers(v) is not None, "N or MIN,MAX with 1 <= MIN <= MAX",
-                                  flag="--workers")
-    threads_per_worker: int = setting(1, "CPU threads (and Ray CPUs) of each Ray actor's engine.", *AT_LEAST_1,
-                                      flag="--threads-per-worker")
-    gpus_per_worker: float = setting(0.0, "Ray GPUs of each actor (a CUDA build of llama-cpp-python; all layers are "
-                                     "offloaded unless --n-gpu-layers says otherwise).", *AT_LEAST_0,
-                                     flag="--gpus-per-worker")
-    block: int | None = setting(None, "problems per block handed to an actor (None: distributed.block_size, two "
-                                "blocks per actor)", *AT_LEAST_1)
-
-    def __post_init__(self):
-        check_fields(self)
-
-    @property
-    def enabled(self) -> bool:
-        return self.ray is not None
-
-    @property
-    def pool(self) -> tuple[int, int] | None:
-        return parse_workers(self.workers)
-
-
 # ---- train ------------------------------------------------------------------------
 
 
@@ -354,7 +365,7 @@ class TrainConfig:
     schedule: str = setting("cosine", "Decay after warmup: cosine | linear.", *one_of("cosine", "linear"),
                             flag="--schedule")
     epochs: int = setting(3, "Passes over the data.", *AT_LEAST_1, flag="--epochs")
-    batch_size: int = setting(4, "Records per micro-batch.", *AT_LEAST_1, flag="--batch-size")
+    batch_size: int = setting(4, "Records per micro-batch (per process).", *AT_LEAST_1, flag="--batch-size")
     grad_accum: int = setting(4, "Micro-batches per optimizer step.", *AT_LEAST_1, flag="--grad-accum")
     max_length: int = setting(2048, "Longest prompt + response in tokens (longer responses are cut).",
                               lambda v: v >= 8, ">= 8", flag="--max-length")

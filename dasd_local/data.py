@@ -90,20 +90,43 @@ def iter_rows(source: str | Path, split: str = "train") -> tuple[Iterator[tuple[
     return _hub_rows(str(source), split), skipped
 
 
+def sample_ids(ids: list[str], n: int | None, seed: int = 0) -> set[str]:
+    """A uniform random sample of n ids, fixed by the seed and independent of file order
+    and of rows other commands skip: the n ids with the smallest hash of (seed, id), so
+    generate, score and eval on the same file with the same --sample --seed agree."""
+    import hashlib
+
+    if n is None:
+        return set(ids)
+    key = lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest()  # noqa: E731
+    return set(sorted(ids, key=key)[:n])
+
+
+def select(items: list, id_of, sample: int | None, seed: int, limit: int | None) -> list:
+    """--sample (in file order) then --limit."""
+    if sample is not None:
+        keep = sample_ids([id_of(x) for x in items], sample, seed)
+        items = [x for x in items if id_of(x) in keep]
+    return items[:limit] if limit else items
+
+
 def load_problems(
-    source: str | Path, task: Task, fields: FieldMap = FieldMap(), split: str = "train", limit: int | None = None
+    source: str | Path, task: Task, fields: FieldMap = FieldMap(), split: str = "train", limit: int | None = None,
+    sample: int | None = None, seed: int = 0,
 ) -> tuple[list[Problem], Skipped]:
-    """Problems from `source` in file order; rows missing a required field are skipped,
-    and a field missing from the very first row is an error (a wrong column name)."""
+    """Problems from `source` in file order (`sample`: a seeded random subset of them, see
+    sample_ids); rows missing a required field are skipped, and a field missing from the
+    very first row is an error (a wrong column name)."""
     rows, skipped = iter_rows(source, split)
     problems: list[Problem] = []
     seen: set[str] = set()
+    slots = task.slots(fields)
     for index, (where, row) in enumerate(rows):
-        missing = [c for c in task.required(fields) if row.get(c) is None]
+        missing = [c for c in slots if row.get(c) is None]
         if missing and not problems and not skipped.rows:
             raise InputError(
                 f"{where}: no field {missing[0]!r} (fields: {', '.join(sorted(row))}); "
-                f"choose the column with --{'question' if missing[0] == (fields.question or task.question_field) else 'reference'}-field"
+                f"choose the column with {fields.option(slots[missing[0]])}"
             )
         if missing:
             skipped.add(where, f"missing field {missing[0]!r}")
@@ -113,10 +136,10 @@ def load_problems(
             skipped.add(where, f"duplicate id {pid!r}")
             continue
         seen.add(pid)
-        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row)))
-        if limit is not None and len(problems) >= limit:
+        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row, fields)))
+        if sample is None and limit is not None and len(problems) >= limit:
             break
-    return problems, skipped
+    return select(problems, lambda p: p.id, sample, seed, limit), skipped
 
 
 def load_source(cfg):
@@ -128,5 +151,5 @@ def load_source(cfg):
 
     task = get_task(cfg.task)
     source = cfg.data if cfg.data is not None else demo_path()
-    problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit)
+    problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit, cfg.sample, cfg.seed)
     return task, source, problems, skipped

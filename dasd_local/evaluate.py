@@ -171,7 +171,7 @@ def score(lines: list[dict]) -> dict:
 
 
 def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
-    """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a config.RayConfig);
+    """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a distributed.RayConfig);
     returns the summary, also written to summary.json."""
     from .data import load_source
     from .records import versions

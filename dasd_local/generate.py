@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from .config import DecodeConfig, RayConfig, RunConfig, resolved
+from .config import DecodeConfig, RunConfig, resolved
 from .decode_state import Failed, Stats
+from .distributed import RayConfig  # light: Ray is imported inside its functions
 
 
 def generate(run: RunConfig, cfg: DecodeConfig, console=None, ray: RayConfig | None = None) -> dict:

@@ -47,9 +47,14 @@ def problem_of(row: dict, task: Task, fields: FieldMap, index: int) -> Problem:
         reference = row["reference_solution"] if "reference_solution" in row else task.reference(row, fields)
     except KeyError as e:
         raise InputError(f"record {row.get('id', index)!r}: no field {e.args[0]!r} (fields: {', '.join(sorted(row))})") from None
-    pid = row.get("id", row.get(fields.id or task.id_field, index))
-    gold = {k: row[k] for k in (*task.gold_fields, *task.meta_fields) if k in row}
-    return Problem(str(pid), str(question), "" if reference is None else str(reference), gold)
+    pid = row_id(row, task, fields, index)
+    gold = {k: row[c] for k in (*task.gold_fields, *task.meta_fields) if (c := task.column(k, fields)) in row}
+    return Problem(pid, str(question), "" if reference is None else str(reference), gold)
+
+
+def row_id(row: dict, task: Task, fields: FieldMap, index: int) -> str:
+    """The id problem_of gives a row (what --sample draws on), without building the problem."""
+    return str(row.get("id", row.get(fields.id or task.id_field, index)))
 
 
 def prepare(row: dict, index: int, engine, builder, cfg: ScoreConfig) -> Item:
@@ -159,9 +164,11 @@ def has_topk(record: dict) -> bool:
 
 def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None, ray=None) -> dict:
     """Score every record of `inp` into `out` (resumable: ids already there are skipped),
-    here or on a Ray cluster (`ray`: a config.RayConfig); returns the manifest, written
+    here or on a Ray cluster (`ray`: a distributed.RayConfig); returns the manifest, written
     last beside the output."""
+    from .data import select
     from .records import RunWriter, read_jsonl, versions
+    from .tasks import get_task
 
     on_ray = ray is not None and ray.enabled
     if on_ray:
@@ -171,12 +178,14 @@ def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None, ray=None) 
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     rows, malformed = read_jsonl(Path(inp))
-    rows = rows[:cfg.limit] if cfg.limit else rows
+    task = get_task(cfg.task)
+    chosen = select(list(enumerate(rows)), lambda ir: row_id(ir[1], task, cfg.fields, ir[0]),
+                    cfg.sample, cfg.seed, cfg.limit)
     writer = RunWriter(Path(out))
     started, skipped = time.time(), []
     try:
         run = _score_on_ray if on_ray else _score_here
-        ids, todo, facts = run(rows, cfg, writer, skipped, progress, *([ray] if on_ray else []))
+        ids, todo, facts = run(chosen, cfg, writer, skipped, progress, *([ray] if on_ray else []))
     finally:
         writer.close()
     manifest = {
@@ -189,13 +198,14 @@ def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None, ray=None) 
     return manifest
 
 
-def _score_here(rows: list[dict], cfg: ScoreConfig, writer, skipped: list, progress) -> tuple[list, int, dict]:
-    """Score in this process; returns (ids in input order, how many ran, model facts)."""
+def _score_here(chosen: list, cfg: ScoreConfig, writer, skipped: list, progress) -> tuple[list, int, dict]:
+    """Score the chosen (index, row) pairs in this process; returns (ids in input order, how
+    many ran, model facts)."""
     from .records import sha256_file
 
     with scoring_session(cfg) as session:
         engine = session.engine
-        items = [prepare(r, i, engine, session.builder, cfg) for i, r in enumerate(rows)]
+        items = [prepare(r, i, engine, session.builder, cfg) for i, r in chosen]
         seen = writer.done | writer.failed
         todo = [it for it in items if it.record["id"] not in seen]
         fit_context(engine, todo)
@@ -216,7 +226,7 @@ def _write(writer, skipped: list, pid: str, record: dict | None, error: str | No
         writer.write(record)
 
 
-def _score_on_ray(rows: list[dict], cfg: ScoreConfig, writer, skipped: list, progress, ray) -> tuple[list, int, dict]:
+def _score_on_ray(chosen: list, cfg: ScoreConfig, writer, skipped: list, progress, ray) -> tuple[list, int, dict]:
     """Score on a Ray cluster's actors; each row's id is known here (no engine needed), the
     prompts are tokenized by the worker that scores it."""
     from .distributed import for_worker, model_facts, run_blocks
@@ -224,12 +234,12 @@ def _score_on_ray(rows: list[dict], cfg: ScoreConfig, writer, skipped: list, pro
 
     task = get_task(cfg.task)
     ids = []
-    for i, row in enumerate(rows):
+    for i, row in chosen:
         if row.get("task") not in (None, task.name):
             raise ConfigError(f"record {row.get('id', i)!r} is from task {row['task']!r}, not --task {task.name}")
         ids.append(problem_of(row, task, cfg.fields, i).id)
     seen = writer.done | writer.failed
-    todo = [(pid, {"index": i, "row": row}) for i, (pid, row) in enumerate(zip(ids, rows)) if pid not in seen]
+    todo = [(pid, {"index": i, "row": row}) for pid, (i, row) in zip(ids, chosen) if pid not in seen]
     info = run_blocks(ScoreJob(for_worker(cfg, ray)), todo, ray, lambda *r: _write(writer, skipped, *r),
                       skip=seen, batch=1, label="score (ray)") if todo else {"info": {}}
     return ids, len(todo), {**model_facts(info.pop("info"), cfg.model), "ray": info}

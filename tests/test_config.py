@@ -11,19 +11,20 @@ import typer
 
 from dasd_local import config as C
 from dasd_local.cli import app
+from dasd_local.distributed import RayConfig
 from dasd_local.errors import ConfigError
 
 # the config classes behind each command's options; an option none of them declares must
 # be listed in NOT_CONFIG (it is about the command, not a setting of the run)
 SOURCES = {
-    "generate": (C.RunConfig, C.DecodeConfig, C.RayConfig),
-    "eval": (C.EvalConfig, C.DecodeConfig, C.RayConfig),
-    "score": (C.ScoreConfig, C.RayConfig),
+    "generate": (C.RunConfig, C.DecodeConfig, RayConfig),
+    "eval": (C.EvalConfig, C.DecodeConfig, RayConfig),
+    "score": (C.ScoreConfig, RayConfig),
     "verify": (C.VerifyConfig,),
     "train": (C.TrainConfig,),
 }
 ALIASES = {("eval", "out"): "out_dir", ("eval", "timeout"): "timeout_s", ("verify", "timeout"): "timeout_s",
-           ("eval", "ray_workers"): (C.RayConfig, "workers")}  # eval's --workers are its answer checks
+           ("eval", "ray_workers"): (RayConfig, "workers")}  # eval's --workers are its answer checks
 NOT_CONFIG = {("verify", "inp"), ("verify", "out"), ("score", "inp"), ("score", "out")}
 
 
@@ -60,7 +61,7 @@ def test_every_option_takes_default_and_help_from_its_field(command):
 
 def test_checked_fields_have_a_range_and_flags_match_their_options():
     for cls in (C.RuleConfig, C.DecodeConfig, C.RunConfig, C.EvalConfig, C.ScoreConfig, C.VerifyConfig, C.TrainConfig,
-                C.RayConfig):
+                RayConfig):
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
             assert (f.metadata["check"] is None) == (not f.metadata["expect"]), f"{cls.__name__}.{f.name}"
@@ -85,8 +86,15 @@ def test_rule_config_is_derived_by_name_and_checked():
     d = C.DecodeConfig(top_k=4, tau=0.3, hard_mode="base", hint_beta=1.0)
     assert d.rule() == C.RuleConfig(top_k=4, tau=0.3, hard_mode="base", hint_beta=1.0)
     for f in dataclasses.fields(C.RuleConfig):  # same default, help and range in both
+        if f.name == "sampling":  # derived from --baseline-form, not set by itself
+            continue
         g = C.field_of(C.DecodeConfig, f.name)
         assert (f.default, f.metadata) == (g.default, g.metadata)
+    assert d.rule().sampling == C.GREEDY
+    published = C.DecodeConfig(strategy="hint", baseline_form="published")
+    assert published.rule().sampling == C.PUBLISHED_SAMPLING["hint"]
+    with pytest.raises(ConfigError, match="--baseline-form"):
+        C.DecodeConfig(strategy="dasd", baseline_form="published")
 
 
 def test_eval_holds_a_base_only_decode_config():

@@ -17,7 +17,7 @@ import threading
 from decimal import Decimal
 from typing import Iterable, Iterator
 
-from .base import Task, Verdict
+from .base import FieldMap, Task, Verdict
 from .guard import Guard, GuardCrash, GuardTimeout
 
 MV_SECONDS = 5  # math-verify's own (SIGALRM) limit per parse/comparison, inside a worker
@@ -144,6 +144,7 @@ class MathTask(Task):
     question_field = "problem"
     reference_field = "solution"
     gold_fields = ("answer",)
+    gold_slots = {"answer": "answer"}
     meta_fields = ("level", "subject", "type")
 
     def __init__(self, workers: int | None = None):
@@ -151,10 +152,11 @@ class MathTask(Task):
         self._guard: Guard | None = None
         self._lock = threading.Lock()  # verify_many's threads share one guard
 
-    def keep(self, row: dict) -> dict:
-        kept = super().keep(row)
-        if kept.get("answer") is None and row.get("solution"):
-            kept["answer"] = last_boxed(str(row["solution"]))
+    def keep(self, row: dict, fields: FieldMap = FieldMap()) -> dict:
+        kept = super().keep(row, fields)
+        solution = row.get(fields.reference or self.reference_field)
+        if kept.get("answer") is None and solution:
+            kept["answer"] = last_boxed(str(solution))
         level = re.fullmatch(r"Level (\d)", str(kept.get("level")))  # the hub copies say "Level 3"
         if level:
             kept["level"] = int(level.group(1))
