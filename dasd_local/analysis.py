@@ -177,19 +177,27 @@ def num(x: float | None) -> str:
 
 
 def _rows(stats: list[dict]):
-    """(label, level, summary) for each file's total, then its levels."""
+    """(file cell, level, summary) for each file's total, then its levels. The file cell is
+    the path as given, with the strategy (the label) under it."""
     for s in stats:
-        yield s["label"], "all", s["all"]
+        yield f"{s['path']}\n({', '.join(s['strategies'])})", "all", s["all"]
         for level, summary in s["by_level"].items():
             yield "", level, summary
 
 
-def _table(title: str, cols: list[str]):
+def _table(title: str, cols: list[str], caption: str | None = None):
     from rich.table import Table
 
-    table = Table(title=title)
+    # no vertical rules and fixed widths for the numbers: eight columns fit 80 terminal
+    # columns with whole headers, and the path folds into what is left (never cut)
+    table = Table(title=title, caption=caption, box=None, pad_edge=False, header_style="bold underline")
     for c in cols:
-        table.add_column(c, justify="left" if c in ("file", "level") else "right")
+        head = c.replace("_", "_\n")
+        if c == "file":
+            table.add_column(c, overflow="fold")
+        else:
+            table.add_column(head, justify="left" if c == "level" else "right", no_wrap=True,
+                             min_width=max(5 if c == "level" else 7, *(len(part) for part in head.split("\n"))))
     return table
 
 
@@ -206,7 +214,10 @@ def token_table(stats: list[dict]):
 
 def category_table(stats: list[dict]):
     """How each token was chosen (Fig. 5, Fig. 7), for files whose tokens carry a category."""
-    table = _table("token categories (share of categorized tokens)", ["file", "level", "tokens", *CATEGORIES, "filtered"])
+    table = _table("token categories (share of categorized tokens)",
+                   ["file", "level", "tokens", *CATEGORIES, "filtered"],
+                   "the four categories add to 100%; filtered = base_selected + hard "
+                   "(their sum, not a fifth category)")
     for label, level, s in _rows([s for s in stats if s["all"]["category_shares"]]):
         shares = s["category_shares"] or {}
         table.add_row(label, level, str(s["categorized"]), *(pct(shares.get(c)) for c in CATEGORIES),

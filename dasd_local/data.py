@@ -2,8 +2,10 @@
 
 Knows file formats and the `datasets` library; knows nothing about tasks beyond
 asking one to turn a row into a Problem. Malformed rows are skipped and counted
-(with the file and line that held them); a missing file or a field absent from the
-data is one clear error.
+(with the file and line that held them), all before any decoding starts; a missing
+or empty file or a field absent from the data is one clear error. Columns the task
+does not read pass through to the records (renamed `input_<name>` where they would
+collide with a record field).
 """
 
 from __future__ import annotations
@@ -14,17 +16,30 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
+from .records import RECORD_KEYS
 from .tasks import FieldMap, Problem, Task
 
 
 @dataclass
 class Skipped:
-    """Rows that could not be used, with a reason each (reported, never fatal)."""
+    """Rows that could not be used, with a reason each (reported, never fatal), and notes
+    about the data as a whole (ids taken from row numbers)."""
 
     rows: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, where: str, why: str) -> None:
         self.rows.append(f"{where}: {why}")
+        kind = why.split(" (")[0]  # "malformed JSON (Expecting value)" counts as "malformed JSON"
+        self.reasons[kind] = self.reasons.get(kind, 0) + 1
+
+    def summary(self) -> str | None:
+        """One line for the user, shown before decoding: how many rows, why, the first."""
+        if not self.rows:
+            return None
+        why = ", ".join(f"{n} {kind}" for kind, n in self.reasons.items())
+        return f"{len(self.rows)} input row{'s' * (len(self.rows) > 1)} skipped ({why}); first: {self.rows[0]}"
 
 
 def _jsonl_rows(path: Path, skipped: Skipped) -> Iterator[tuple[str, dict]]:
@@ -90,30 +105,49 @@ def iter_rows(source: str | Path, split: str = "train") -> tuple[Iterator[tuple[
     return _hub_rows(str(source), split), skipped
 
 
+def passthrough(row: dict, task: Task, fields: FieldMap) -> dict:
+    """The row's columns for the record: all but the question and reference columns (the
+    record holds them as `question` and `reference_solution`), then the task's gold fields."""
+    used = {fields.question or task.question_field, fields.reference or task.reference_field}
+    out = {(f"input_{k}" if k in RECORD_KEYS else k): v for k, v in row.items() if k not in used}
+    return {**out, **task.keep(row)}
+
+
+def _missing_column(where: str, row: dict, column: str, task: Task, fields: FieldMap) -> InputError:
+    flag = "--question-field" if column == (fields.question or task.question_field) else "--reference-field"
+    return InputError(f"{where}: no field {column!r} (fields: {', '.join(sorted(row))}); choose the column with "
+                      f"{flag} (task {task.name} reads: {task.schema()})")
+
+
 def load_problems(
     source: str | Path, task: Task, fields: FieldMap = FieldMap(), split: str = "train", limit: int | None = None
 ) -> tuple[list[Problem], Skipped]:
     """Problems from `source` in file order; rows missing a required field are skipped,
-    and a field missing from the very first row is an error (a wrong column name)."""
+    and a field missing from the very first row is an error (a wrong column name), as is
+    a source with no usable row at all."""
     rows, skipped = iter_rows(source, split)
     problems: list[Problem] = []
     seen: set[str] = set()
+    id_column = fields.id or task.id_field
     for index, (where, row) in enumerate(rows):
         missing = [c for c in task.required(fields) if row.get(c) is None]
         if missing and not problems and not skipped.rows:
-            raise InputError(
-                f"{where}: no field {missing[0]!r} (fields: {', '.join(sorted(row))}); "
-                f"choose the column with --{'question' if missing[0] == (fields.question or task.question_field) else 'reference'}-field"
-            )
+            raise _missing_column(where, row, missing[0], task, fields)
         if missing:
             skipped.add(where, f"missing field {missing[0]!r}")
             continue
-        pid = str(row.get(fields.id or task.id_field, index))
+        if id_column not in row and not skipped.notes:
+            skipped.notes.append(f"{where}: no id column {id_column!r}, so ids are row numbers (0, 1, ...); "
+                                 f"name your id column with --id-field")
+        pid = str(row.get(id_column, index))
         if pid in seen:
             skipped.add(where, f"duplicate id {pid!r}")
             continue
         seen.add(pid)
-        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row)))
+        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields),
+                                passthrough(row, task, fields)))
         if limit is not None and len(problems) >= limit:
             break
+    if not problems:
+        raise InputError(f"{source}: no usable rows" + (f": {skipped.summary()}" if skipped.rows else " (empty)"))
     return problems, skipped

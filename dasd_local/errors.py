@@ -15,3 +15,13 @@ class ModelError(DasdError):
 
 class ConfigError(DasdError, ValueError):
     """An option outside its legal range."""
+
+
+class OutputError(DasdError):
+    """An output path that cannot be created or written."""
+
+
+class Interrupted(DasdError):
+    """Ctrl-C during a resumable run: what is written stays; the CLI exits with 130."""
+
+    exit_code = 130

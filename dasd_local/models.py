@@ -87,3 +87,25 @@ def resolve(name_or_path: str | None) -> tuple[Path, ModelEntry | None]:
     if path.exists():
         return path, None
     raise ModelError(f"model {name!r}: neither a file nor a registry name ({', '.join(entries)})")
+
+
+def registry_view():
+    """The registry for the terminal: a block per model, each name and path on one line
+    (a five-column table cuts GGUF and HF names to stubs on an 80-column terminal)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    default, entries = registry()
+    parts = [Text("models (registry: models/registry.toml)", style="bold")]
+    for e in entries.values():
+        where = e.package if e.source == "pip" else e.repo or e.path
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        block.add_row("  GGUF", f"{where}/{e.file}" if e.file else where)
+        block.add_row("  HF", e.hf or "-")
+        block.add_row("  notes", f"{e.note}; template: {e.template}")
+        name = Text(e.name + (" (default)" if e.name == default else ""), style="bold cyan")
+        parts += [Text(""), name + Text(f"  ({e.source})", style="dim"), block]
+    return Group(*parts)

@@ -16,11 +16,39 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
+from .errors import InputError, OutputError
+
+# Top-level fields of a generation record (decode.Decoder._record) and of what verify and
+# score add; an input column of the same name passes through as `input_<name>`.
+RECORD_KEYS = frozenset({
+    "id", "task", "answer_format", "strategy", "config", "question", "reference_solution", "base_prompt",
+    "reference_prompt", "base_prompt_tokens", "reference_prompt_tokens", "response", "response_tokens",
+    "finish_reason", "steps", "stop_step", "correct", "extracted", "verify_detail", "response_source",
+    "rejected_response", "rewrite_correct",
+})
 
 
 def sidecar(out: Path, kind: str) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + f".{kind}")
+
+
+def output_dir(path: Path, flag: str = "--out", is_dir: bool = False) -> Path:
+    """Create the directory an output goes into (`path` itself when `is_dir`); a path
+    that cannot be created or written is one OutputError naming the flag."""
+    path = Path(path)
+    folder = path if is_dir else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise OutputError(f"{flag} {path}: cannot create the directory {folder}: {blocker} is a file") from None
+    except OSError as e:
+        raise OutputError(f"{flag} {path}: cannot create the directory {folder} ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: the directory {folder} is not writable")
+    if not is_dir and path.is_dir():
+        raise OutputError(f"{flag} {path}: is a directory, expected a file path")
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -66,10 +94,10 @@ def read_jsonl(path: Path, strict: bool = False) -> tuple[list[dict], list[str]]
 class RunWriter:
     """Appends finished records; on open, keeps what a previous (killed) run finished."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, flag: str = "--out"):
         self.out = Path(out)
         self.failed_path = sidecar(self.out, "failed.jsonl")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        output_dir(self.out, flag)
         self.done: set[str] = set()
         self.failed: set[str] = set()
         if self.out.exists():

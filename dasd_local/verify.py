@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError, InputError
-from .records import iter_jsonl
+from .records import iter_jsonl, output_dir
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -112,7 +112,7 @@ def judge(record: dict, verdict: Verdict, on_fail: str) -> dict | None:
 
 
 def write_atomic(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    output_dir(path, "--out")
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for rec in records:

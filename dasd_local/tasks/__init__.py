@@ -48,13 +48,33 @@ class Task:
     """Base class; subclasses set the class attributes and override `verify`."""
 
     name = ""
+    # answer format -> the instruction that asks for it (the first is the default); one
+    # format is used alike by both views, extraction in `verify`, and evaluation
+    formats: dict[str, str] = {}
+    answer_format = ""
     instruction = ""
+    answer_marker = b""  # bytes after which the answer follows (hinted decoding's switch)
     id_field = "id"
     question_field = "question"
     reference_field = "solution"
     gold_fields: tuple[str, ...] = ()  # required for verification
     meta_fields: tuple[str, ...] = ()  # kept when present (level, subject ...)
     reference_ask = REFERENCE_ASK  # how the reference view presents the gold solution
+
+    def use_format(self, answer_format: str | None) -> "Task":
+        """Ask for (and extract) answers in `answer_format` (None: the task's default)."""
+        fmt = answer_format or next(iter(self.formats), "")
+        if self.formats and fmt not in self.formats:
+            raise ConfigError(f"--answer-format {fmt} is not allowed for task {self.name}: "
+                              f"expected {' or '.join(self.formats)}")
+        self.answer_format, self.instruction = fmt, self.formats.get(fmt, self.instruction)
+        return self
+
+    def schema(self) -> str:
+        """The columns this task reads, for --help and error messages."""
+        cols = [f"{self.id_field} (id)", f"{self.question_field} (question)",
+                f"{self.reference_field} (reference solution)", *self.gold_fields]
+        return ", ".join(dict.fromkeys(cols))
 
     def question(self, row: dict, fields: FieldMap) -> str:
         return str(row[fields.question or self.question_field])
@@ -109,10 +129,16 @@ def _ordered_then_close(pool, results: Iterator[Verdict]) -> Iterator[Verdict]:
         pool.shutdown(cancel_futures=True)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, answer_format: str | None = None) -> Task:
     from . import code, math, mcq
 
     tasks = {"math": math.MathTask, "code": code.CodeTask, "mcq": mcq.McqTask}
     if name not in tasks:
-        raise ConfigError(f"unknown task {name!r}: expected one of {', '.join(tasks)}")
-    return tasks[name]()
+        raise ConfigError(f"--task {name} is not allowed: expected one of {', '.join(tasks)}")
+    return tasks[name]().use_format(answer_format)
+
+
+def task_of(record: dict, name: str | None = None) -> Task:
+    """The task (and answer format) a generation record was made with; `name` overrides
+    the task, never the format."""
+    return get_task(name or record["task"], record.get("answer_format"))

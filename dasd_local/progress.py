@@ -1,0 +1,46 @@
+"""The live progress display of a decode run: a bar with the count and the elapsed time,
+and the rates and token categories on a line of their own.
+
+On one line, an 80-column terminal gives the long rates text the room of the count and
+the clock, and rich drops them; two lines keep both. Knows rich; knows nothing about
+decoding beyond the Stats counters it is shown.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+
+def info_line(stats, strategy: str, seconds: float) -> str:
+    """'14 tok/s  13.7 rows/call  cons 88.7% rese 4.3% ...' from the decoder's counters."""
+    total = sum(stats.categories.values()) or 1
+    shares = " ".join(f"{k[:4]} {100 * v / total:.1f}%" for k, v in stats.categories.items()) \
+        if strategy == "dasd" else ""
+    rate = stats.emitted / max(seconds, 1e-9)
+    spec = f"draft {stats.accepted}/{stats.drafted}  " if stats.drafted else ""
+    return f"{rate:.0f} tok/s  {stats.rows / max(stats.decode_calls, 1):.1f} rows/call  {spec}{shares}".rstrip()
+
+
+class DecodeProgress(Progress):
+    """`with DecodeProgress("dasd", total) as bar:` then `bar.step(stats)` and `bar.done_one()`."""
+
+    def __init__(self, description: str, total: int, console=None):
+        super().__init__(TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
+                         TimeElapsedColumn(), console=console, transient=False)
+        self.strategy, self.info, self.started = description, "", time.time()
+        self.job = self.add_task(description, total=total)
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.info:
+            yield Text(self.info, no_wrap=True, overflow="ellipsis", style="dim")
+
+    def step(self, stats) -> None:
+        self.info = info_line(stats, self.strategy, time.time() - self.started)
+        self.refresh()
+
+    def done_one(self) -> None:
+        self.advance(self.job)
