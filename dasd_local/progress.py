@@ -28,9 +28,9 @@ class DecodeProgress(Progress):
     """`with DecodeProgress("dasd", total) as bar:` then `bar.step(stats)` and `bar.done_one()`."""
 
     def __init__(self, description: str, total: int, console=None):
+        self.strategy, self.info, self.started = description, "", time.time()
         super().__init__(TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                          TimeElapsedColumn(), console=console, transient=False)
-        self.strategy, self.info, self.started = description, "", time.time()
         self.job = self.add_task(description, total=total)
 
     def get_renderables(self):
