@@ -35,6 +35,10 @@ def render(renderable, width: int = 80) -> str:
     ("The answer is 3.5.", "3.5"),
     ("The answer is **42**\n\nThanks", "42"),
     ("The answer is 5. Wait, the answer is 6.", "6"),
+    ("The answer is 4 * 4 = 16.", "16"),
+    ("The answer is 14 cm².", "14"),
+    ("The answer is 1/2.", "1/2"),
+    ("The answer is x^2 + 1.", "x^2 + 1"),
     ("I do not know.", None),
 ])
 def test_answer_phrase(text, answer):

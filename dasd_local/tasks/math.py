@@ -140,12 +140,13 @@ def _mv_parse(answer: str, seconds: int) -> tuple:
 
 # "The answer is 12." / "the final answer is: $\\frac{1}{2}$" (the last one counts)
 _ANSWER_IS = re.compile(r"\banswer\s*(?:is|:)\s*:?\s*", re.I)
-_NUMBER_THEN_WORDS = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s+[a-zA-Z][a-zA-Z\s]*$")  # "360 kilometres"
+_NUMBER_THEN_UNIT = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s*[^\W\d][^\d=]*")  # "360 kilometres", "14 cm²"
 
 
 def answer_phrase(text: str) -> str | None:
     """The answer after the last "answer is": a \\boxed{} in it, else the rest of its
-    sentence without $ and ** and without trailing unit words; None when there is none."""
+    sentence without $ and **, after its last "=" ("The answer is 4 * 4 = 16."), and
+    without trailing unit words; None when there is none."""
     hits = list(_ANSWER_IS.finditer(text))
     if not hits:
         return None
@@ -153,8 +154,8 @@ def answer_phrase(text: str) -> str | None:
     sentence = re.match(r"(.*?)(?:\.(?=\s|$)|\n|$)", rest).group(1)
     if _BOXED.search(sentence):
         return last_boxed(sentence)
-    answer = sentence.replace("$", "").replace("*", "").strip()
-    number = _NUMBER_THEN_WORDS.fullmatch(answer)
+    answer = sentence.replace("$", "").replace("**", "").rsplit("=", 1)[-1].strip()
+    number = _NUMBER_THEN_UNIT.fullmatch(answer)
     return number.group(1) if number else answer or None
 
 
