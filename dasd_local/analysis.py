@@ -141,13 +141,15 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None) ->
     With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists
     are rescored by teacher forcing first."""
     from .errors import ConfigError
-    from .records import read_jsonl
+    from .records import no_records, read_jsonl
 
     if not threshold > 1:
         raise ConfigError(f"threshold = {threshold} is not allowed: expected > 1 (PPL is at least 1)")
     stats, problems = [], []
     for path in paths:
         records, bad = read_jsonl(Path(path))
+        if not records:
+            raise no_records(path, bad)
         problems += bad
         if overlap_cfg is not None:
             records, failed = _rescored(records, overlap_cfg)

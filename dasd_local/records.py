@@ -91,6 +91,12 @@ def read_jsonl(path: Path, strict: bool = False) -> tuple[list[dict], list[str]]
     return records, problems
 
 
+def no_records(path: Path, problems: list[str]) -> InputError:
+    """The one error for a record file with nothing to read."""
+    why = f"{len(problems)} malformed lines; first: {problems[0]}" if problems else "the file is empty"
+    return InputError(f"{path}: no records ({why})")
+
+
 class RunWriter:
     """Appends finished records; on open, keeps what a previous (killed) run finished."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError, InputError
-from .records import iter_jsonl, output_dir
+from .records import iter_jsonl, no_records, output_dir
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -72,7 +72,9 @@ def read_records(path: Path, skipped: list[str]) -> Iterator[tuple[str, dict]]:
 
 
 def resolve_task(name: str | None, records: list[tuple[str, dict]]) -> Task:
-    """--task, else the records' own `task`; they must agree when both are given."""
+    """--task, else the records' own `task`; they must agree when both are given. Answers
+    are read back in the format the records asked for (`answer_format`, else the task's
+    default)."""
     if name:
         get_task(name)  # an unknown name is its own error
     own = next((r.get("task") for _, r in records if r.get("task")), None)
@@ -80,7 +82,8 @@ def resolve_task(name: str | None, records: list[tuple[str, dict]]) -> Task:
         raise ConfigError(f"--task {name} given, but the records were generated with task {own!r}")
     if not (name or own):
         raise ConfigError("the records name no task: pass --task math|code|mcq")
-    return get_task(name or own)
+    answer_format = next((r["answer_format"] for _, r in records if r.get("answer_format")), None)
+    return get_task(name or own, answer_format)
 
 
 def usable(task: Task, records: list[tuple[str, dict]], skipped: list[str]) -> list[tuple[str, dict]]:
@@ -126,6 +129,8 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     report = Report()
     records = list(read_records(Path(inp), report.skipped))
+    if not records:
+        raise no_records(inp, report.skipped)
     task = resolve_task(cfg.task, records)
     task.set_timeout(cfg.timeout_s)
     todo = usable(task, records, report.skipped)

@@ -225,3 +225,26 @@ def test_stats_at_80_columns_name_files_by_path_and_explain_filtered(tmp_path):
     assert str(path) in "".join(line[:width].strip() for line in lines[2:])  # folded, never cut
     assert "filtered = base_selected + hard" in text
     assert "consistent" in text and "selected" in text and "50.00%" in text  # filtered = 25% + 25%
+
+
+def test_verify_reads_answers_in_the_records_format(tmp_path):
+    from dasd_local.verify import VerifyConfig, verify_file
+
+    recs = [{"id": "a", "task": "math", "answer_format": "answer-is", "response": "So, the answer is 7.", "answer": "7"},
+            {"id": "b", "task": "math", "answer_format": "answer-is", "response": "The answer is 8.", "answer": "7"}]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    report = verify_file(tmp_path / "r.jsonl", tmp_path / "k.jsonl", VerifyConfig(workers=1))
+    assert report.totals() == (2, 1, 1)
+
+
+@pytest.mark.parametrize("verb", ["verify", "stats"])
+def test_an_empty_record_file_is_one_error(tmp_path, verb):
+    from dasd_local.analysis import collect
+    from dasd_local.verify import VerifyConfig, verify_file
+
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(InputError, match=r"e.jsonl: no records \(the file is empty\)"):
+        if verb == "verify":
+            verify_file(tmp_path / "e.jsonl", tmp_path / "k.jsonl", VerifyConfig(task="math", workers=1))
+        else:
+            collect([tmp_path / "e.jsonl"])
