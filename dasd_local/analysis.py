@@ -141,15 +141,13 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None) ->
     With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists
     are rescored by teacher forcing first."""
     from .errors import ConfigError
-    from .records import no_records, read_jsonl
+    from .records import read_records
 
     if not threshold > 1:
         raise ConfigError(f"threshold = {threshold} is not allowed: expected > 1 (PPL is at least 1)")
     stats, problems = [], []
     for path in paths:
-        records, bad = read_jsonl(Path(path))
-        if not records:
-            raise no_records(path, bad)
+        records, bad = read_records(Path(path))
         problems += bad
         if overlap_cfg is not None:
             records, failed = _rescored(records, overlap_cfg)
@@ -179,8 +177,7 @@ def num(x: float | None) -> str:
 
 
 def _rows(stats: list[dict]):
-    """(file cell, level, summary) for each file's total, then its levels. The file cell is
-    the path as given, with the strategy (the label) under it."""
+    """(path and strategy, level, summary) for each file's total, then its levels."""
     for s in stats:
         yield f"{s['path']}\n({', '.join(s['strategies'])})", "all", s["all"]
         for level, summary in s["by_level"].items():
@@ -190,16 +187,12 @@ def _rows(stats: list[dict]):
 def _table(title: str, cols: list[str], caption: str | None = None):
     from rich.table import Table
 
-    # no vertical rules and fixed widths for the numbers: eight columns fit 80 terminal
-    # columns with whole headers, and the path folds into what is left (never cut)
+    # no vertical rules and whole headers over the numbers: eight columns fit 80 terminal
+    # columns, and the path folds into what is left (never cut)
     table = Table(title=title, caption=caption, box=None, pad_edge=False, header_style="bold underline")
     for c in cols:
-        head = c.replace("_", "_\n")
-        if c == "file":
-            table.add_column(c, overflow="fold")
-        else:
-            table.add_column(head, justify="left" if c == "level" else "right", no_wrap=True,
-                             min_width=max(5 if c == "level" else 7, *(len(part) for part in head.split("\n"))))
+        table.add_column(c.replace("_", "_\n"), justify="left" if c in ("file", "level") else "right",
+                         overflow="fold", no_wrap=c != "file")
     return table
 
 
@@ -216,10 +209,8 @@ def token_table(stats: list[dict]):
 
 def category_table(stats: list[dict]):
     """How each token was chosen (Fig. 5, Fig. 7), for files whose tokens carry a category."""
-    table = _table("token categories (share of categorized tokens)",
-                   ["file", "level", "tokens", *CATEGORIES, "filtered"],
-                   "the four categories add to 100%; filtered = base_selected + hard "
-                   "(their sum, not a fifth category)")
+    table = _table("token categories (share of categorized tokens)", ["file", "level", "tokens", *CATEGORIES,
+                   "filtered"], "the four add to 100%; filtered = base_selected + hard, not a fifth category")
     for label, level, s in _rows([s for s in stats if s["all"]["category_shares"]]):
         shares = s["category_shares"] or {}
         table.add_row(label, level, str(s["categorized"]), *(pct(shares.get(c)) for c in CATEGORIES),

@@ -97,6 +97,14 @@ def no_records(path: Path, problems: list[str]) -> InputError:
     return InputError(f"{path}: no records ({why})")
 
 
+def read_records(path: Path) -> tuple[list[dict], list[str]]:
+    """read_jsonl of a file that must hold records (view, stats): none is one error."""
+    records, problems = read_jsonl(Path(path))
+    if not records:
+        raise no_records(path, problems)
+    return records, problems
+
+
 class RunWriter:
     """Appends finished records; on open, keeps what a previous (killed) run finished."""
 

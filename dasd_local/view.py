@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import InputError
-from .records import no_records, read_jsonl, sidecar
+from .records import read_records, sidecar
 
 STYLES = {"consistent": "", "reserved": "bold yellow", "base_selected": "bold cyan", "hard": "bold white on red", None: ""}
 LEGEND = [("consistent", "both views' top token"), ("reserved", "reference's top token, plausible to base"),
@@ -85,9 +85,7 @@ def show(path: Path, pid: str | None = None, candidates: bool = False, limit: in
     from rich.text import Text
 
     console = console or Console()
-    records, bad = read_jsonl(Path(path))
-    if not records:
-        raise no_records(path, bad)
+    records, _ = read_records(Path(path))
     if pid is not None:
         records = [r for r in records if str(r.get("id")) == pid]
         if not records:
