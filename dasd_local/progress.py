@@ -1,9 +1,10 @@
-"""The live progress display of a decode run: a bar with the count and the elapsed time,
-and the rates and token categories on a line of their own.
+"""The live progress of a decode run, and writing its records as they finish.
 
-On one line, an 80-column terminal gives the long rates text the room of the count and
-the clock, and rich drops them; two lines keep both. Knows rich; knows nothing about
-decoding beyond the Stats counters it is shown.
+The display is a bar with the count and the elapsed time, and the rates and token
+categories on a line of their own: on one line, an 80-column terminal gives the long
+rates text the room of the count and the clock, and rich drops them. Ctrl-C ends the
+run as one `Interrupted` line saying how many records are safe. Knows rich and the
+writer's surface; knows nothing about decoding beyond the Stats counters it is shown.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
+
+from .errors import Interrupted
 
 
 def info_line(stats, strategy: str, seconds: float) -> str:
@@ -44,3 +47,27 @@ class DecodeProgress(Progress):
 
     def done_one(self) -> None:
         self.advance(self.job)
+
+
+def interrupted(done: int) -> Interrupted:
+    return Interrupted(f"interrupted: {done} done, rerun the same command to resume")
+
+
+def decode_to(writer, run, todo: list, strategy: str, console=None) -> list[str]:
+    """Decode `todo` through `run(problems, on_step)` under the progress display, writing
+    each record (a dict) as it finishes and each failed problem to the failed file;
+    returns the failures as 'id: error' lines."""
+    failed = []
+    try:
+        with DecodeProgress(strategy, len(todo), console) as bar:
+            for item in run(todo, bar.step):
+                if isinstance(item, dict):
+                    writer.write(item)
+                else:
+                    writer.write_failed(item.problem.id, item.error)
+                    failed.append(f"{item.problem.id}: {item.error}")
+                bar.done_one()
+    except KeyboardInterrupt:
+        writer.close()
+        raise interrupted(len(writer.done)) from None
+    return failed

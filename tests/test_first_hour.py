@@ -248,3 +248,18 @@ def test_an_empty_record_file_is_one_error(tmp_path, verb):
             verify_file(tmp_path / "e.jsonl", tmp_path / "k.jsonl", VerifyConfig(task="math", workers=1))
         else:
             collect([tmp_path / "e.jsonl"])
+
+
+def test_ctrl_c_while_decoding_keeps_what_is_written(tmp_path):
+    from dasd_local.errors import Interrupted
+    from dasd_local.progress import decode_to
+    from dasd_local.records import RunWriter
+
+    def run(todo, on_step):
+        yield {"id": "a"}
+        raise KeyboardInterrupt
+
+    writer = RunWriter(tmp_path / "o.jsonl")
+    with pytest.raises(Interrupted, match="^interrupted: 1 done, rerun the same command to resume$") as e:
+        decode_to(writer, run, ["a", "b"], "dasd", Console(file=io.StringIO()))
+    assert e.value.exit_code == 130 and (tmp_path / "o.jsonl").read_text() == '{"id": "a"}\n'
