@@ -10,6 +10,7 @@ resumed run ends with the same file as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -157,9 +158,17 @@ class RunWriter:
                 f.close()
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_file(path: Path) -> str:
+    """Hashed once per process and file version: a run's fingerprint (at the start) and
+    its manifest (at the end) both name the model's hash."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
-    with Path(path).open("rb") as f:
+    with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
