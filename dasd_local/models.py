@@ -89,7 +89,7 @@ def resolve(name_or_path: str | None) -> tuple[Path, ModelEntry | None]:
     raise ModelError(f"model {name!r}: neither a file nor a registry name ({', '.join(entries)})")
 
 
-def registry_view():
+def registry_table():
     """The registry for the terminal: a block per model, each name and path on one line
     (a five-column table cuts GGUF and HF names to stubs on an 80-column terminal)."""
     from rich.console import Group

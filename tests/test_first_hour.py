@@ -172,9 +172,9 @@ def test_view_of_an_empty_file_is_one_error(tmp_path):
 # ---- 80 columns ----------------------------------------------------------------------
 
 def test_models_at_80_columns_keep_whole_names():
-    from dasd_local.models import registry, registry_view
+    from dasd_local.models import registry, registry_table
 
-    text = render(registry_view())
+    text = render(registry_table())
     _, entries = registry()
     for e in entries.values():
         assert e.file in text and (not e.hf or e.hf in text) and e.name in text
