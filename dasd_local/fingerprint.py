@@ -1,18 +1,17 @@
 """What a generation output was made with, so that a rerun resumes only the same run.
 
 An output `OUT.jsonl` gets `OUT.fingerprint.json` before its first record: the model's
-(and adapter's) sha256, the input data's content hash and column mapping, the task and
-its answer format, the strategy and rule config, and the views' wording (instruction,
-reference wording, system prompt, chat template). A rerun into the same output compares
-fingerprints first: the same one resumes; a different one stops with one line naming
-what changed and the flag that changed it, before anything is decoded or overwritten.
-`--restart` removes the old output and starts over. Knows files and hashes; knows
-nothing about decoding.
+(and adapter's) sha256, which also pins the chat template inside the GGUF, the input
+data's content hash and column mapping, the task and its answer format, the strategy
+and rule config, and the views' wording (instruction, reference wording, system
+prompt). A rerun into the same output compares fingerprints first, before the model is
+loaded: the same one resumes; a different one stops with one line naming what changed
+and the flag that changed it, and nothing is touched. `--restart` removes the old output
+and starts over. Knows files and hashes; knows nothing about decoding.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -27,12 +26,7 @@ FLAGS = {
     "tau": "--tau", "hard_mode": "--hard-mode", "hint_beta": "--hint-beta",
     "max_new_tokens": "--max-new-tokens", "instruction": "the task's instruction",
     "reference_ask": "the task's reference wording", "system": "--system",
-    "chat_template_sha256": "the model's chat template",
 }
-
-
-def text_sha256(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def data_identity(source, split: str) -> dict:
@@ -45,7 +39,7 @@ def data_identity(source, split: str) -> dict:
 
 
 def make(model_sha256: str, adapter: Path | None, source, split: str, fields, task, rule: dict,
-         system: str | None, chat_template: str) -> dict:
+         system: str | None) -> dict:
     """The fingerprint of one generation run (flat: every key is one thing a user sets)."""
     return {
         "model_sha256": model_sha256,
@@ -55,7 +49,6 @@ def make(model_sha256: str, adapter: Path | None, source, split: str, fields, ta
         "task": task.name, "answer_format": task.answer_format,
         **rule,
         "instruction": task.instruction, "reference_ask": task.reference_ask, "system": system,
-        "chat_template_sha256": text_sha256(chat_template),
     }
 
 

@@ -76,7 +76,7 @@ def _fingerprint(tmp_path: Path, **rule) -> dict:
         data.write_text('{"problem": "1+1?", "solution": "2"}\n')
     rule = {"strategy": "dasd", "top_k": 6, "tau": 0.2, "hard_mode": "ref", "hint_beta": 3.0,
             "max_new_tokens": 512, **rule}
-    return fingerprint.make("ab" * 32, None, data, "train", FieldMap(), get_task("math"), rule, None, "{{x}}")
+    return fingerprint.make("ab" * 32, None, data, "train", FieldMap(), get_task("math"), rule, None)
 
 
 def test_a_changed_run_stops_at_the_fingerprint(tmp_path):
