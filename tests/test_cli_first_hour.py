@@ -123,9 +123,12 @@ def test_80_columns(tmp_path):
                  "Llama-3.2-3B-Instruct-Q4_K_M.gguf", "bartowski/Llama-3.2-3B-Instruct-GGUF"):
         assert name in models
     helptext = cli("generate", "--help", cwd=tmp_path, columns=80).stdout
-    assert "[token, p_ref, p_base]" in helptext and "…" not in helptext and "<bool>" not in helptext
-    assert "unique_id" in helptext and "task_id" in helptext and "answerKey" in helptext  # the schemas
     assert max(len(line) for line in helptext.splitlines()) <= 80
+    words = " ".join(helptext.split())  # wrapped lines joined
+    assert "[token, p_ref, p_base]" in words and "…" not in words and "<bool>" not in words
+    assert "[default: 0.2]" in words and "--record-candidates Store" in words  # a plain flag, defaults whole
+    assert "math: unique_id (id), problem (question), solution (reference solution), answer" in words
+    assert "code: task_id (id)" in words and "mcq: id (id)" in words
 
 
 def test_version(tmp_path):
