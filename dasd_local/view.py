@@ -25,9 +25,10 @@ def legend():
 
     table = Table.grid(padding=(0, 2))
     table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
-    for cat, what in LEGEND:
-        table.add_row(Text(cat, style=STYLES[cat] or "underline"), what)
+    for n, (cat, what) in enumerate(LEGEND):
+        table.add_row("legend:" if n == 0 else "", Text(cat, style=STYLES[cat] or "underline"), what)
     return table
 
 
