@@ -151,3 +151,16 @@ def load_problems(
     if not problems:
         raise InputError(f"{source}: no usable rows" + (f": {skipped.summary()}" if skipped.rows else " (empty)"))
     return problems, skipped
+
+
+def load_source(cfg):
+    """A config's problems (a config.ProblemSource: data, task, split, limit, columns):
+    returns the task, the source read (the demo set when `data` is None), the problems
+    and the rows skipped."""
+    from .demo import demo_path
+    from .tasks import get_task
+
+    task = get_task(cfg.task)
+    source = cfg.data if cfg.data is not None else demo_path()
+    problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit)
+    return task, source, problems, skipped
