@@ -198,6 +198,9 @@ class Columns:
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
     reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")
+    answer_format: str | None = setting(None, "How answers are asked for and read back, alike in both views, verify and "
+                                        "eval: math boxed | answer-is, mcq answer-is, code code-block (default: the "
+                                        "task's first; answer-is on the demo set).", flag="--answer-format")
 
     @property
     def fields(self):
@@ -225,6 +228,8 @@ class RunConfig(EngineOptions, ProblemSource):
     """`generate`: problems + engine + output file (the decode settings are a DecodeConfig)."""
 
     out: Path | None = setting(None, "Output JSONL (default: dasd-out/<data>-<strategy>.jsonl).", flag="--out")
+    restart: bool = setting(False, "Remove what an earlier run wrote to --out and start over (a rerun resumes only "
+                            "the same run: same model, data, task, rule and views).", flag="--restart")
 
     def __post_init__(self):
         check_fields(self)

@@ -157,10 +157,11 @@ def load_source(cfg):
     """A config's problems (a config.ProblemSource: data, task, split, limit, columns):
     returns the task, the source read (the demo set when `data` is None), the problems
     and the rows skipped."""
-    from .demo import demo_path
+    from .demo import ANSWER_FORMAT, demo_path
     from .tasks import get_task
 
-    task = get_task(cfg.task)
-    source = cfg.data if cfg.data is not None else demo_path()
+    demo = cfg.data is None
+    task = get_task(cfg.task, getattr(cfg, "answer_format", None) or (ANSWER_FORMAT if demo else None))
+    source = demo_path() if demo else cfg.data
     problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit)
     return task, source, problems, skipped

@@ -149,11 +149,11 @@ def score(lines: list[dict]) -> dict:
 def evaluate(cfg: EvalConfig, console=None) -> dict:
     """Run (or resume) the evaluation; returns the summary, also written to summary.json."""
     from .data import load_source
-    from .records import versions
+    from .records import output_dir, versions
 
     task, source, problems, skipped = load_source(cfg)
     task.set_timeout(cfg.timeout_s)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(cfg.out_dir, "--out", is_dir=True)
     path = cfg.out_dir / PREDICTIONS
     done = read_predictions(path)
     todo = [p for p in problems if p.id not in done]

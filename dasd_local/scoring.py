@@ -16,7 +16,7 @@ surface; knows nothing about analysis or the CLI.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import ScoreConfig, resolved
@@ -113,7 +113,7 @@ def scoring_session(cfg: ScoreConfig):
     from .session import DecodeSession
     from .tasks import get_task
 
-    return DecodeSession(cfg, get_task(cfg.task))
+    return DecodeSession(cfg, get_task(cfg.task, cfg.answer_format))
 
 
 def fit_context(engine, items: list[Item]) -> None:
@@ -166,7 +166,9 @@ def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     rows, malformed = read_jsonl(Path(inp))
     rows = rows[:cfg.limit] if cfg.limit else rows
-    writer = RunWriter(Path(out))
+    if cfg.answer_format is None:  # prompts rebuilt for records ask in the format they were made with
+        cfg = replace(cfg, answer_format=next((r["answer_format"] for r in rows if r.get("answer_format")), None))
+    writer = RunWriter(Path(out), "--out")
     session = scoring_session(cfg)
     started, skipped = time.time(), []
     try:
