@@ -307,3 +307,8 @@ def main() -> None:
     except KeyboardInterrupt:  # a verb without its own count of what is done
         typer.secho("interrupted: rerun the same command to resume", fg="yellow", err=True)
         sys.exit(130)
+    except OSError as e:  # a path no verb checked itself (a full disk, a read-only file)
+        if os.environ.get("DASD_DEBUG") or not e.filename:
+            raise
+        typer.secho(f"error: {e.filename}: {e.strerror}", fg="red", err=True)
+        sys.exit(1)
