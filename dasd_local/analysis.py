@@ -7,7 +7,9 @@ Pure functions over generation (or scoring-pass) records, per file and per diffi
   perplexity exp(mean -log p_base) and the arithmetic mean token PPL (mean of 1 / p_base,
   which a few very unlikely tokens dominate);
 - category shares (Fig. 5, Fig. 7): consistent / reserved / base_selected / hard over the
-  tokens that carry a category (DASD runs); filtered = base_selected + hard;
+  tokens that carry a category (DASD runs); filtered = base_selected + hard. Like the paper,
+  only verified-correct responses count when a file carries verdicts (`correct`; scope
+  "correct"), else every record does (scope "all");
 - verification pass rate where `correct` exists (a rewrite replaced by the gold solution
   counts as failed);
 - view overlap (Fig. 3), per response position: reference top-1 == base top-1 (from the
@@ -51,6 +53,7 @@ class Tally:
     """Counts over a group of records; `summary()` turns them into ratios."""
 
     threshold: float = HIGH_PPL
+    category_scope: str = "all"  # "correct": categories of verified-correct responses only
     records: int = 0
     tokens: int = 0  # response tokens with a base probability
     high_ppl: int = 0
@@ -64,13 +67,14 @@ class Tally:
 
     def add(self, record: dict) -> None:
         self.records += 1
+        correct = record.get("rewrite_correct", record.get("correct")) is True  # a replaced rewrite failed
         if "correct" in record:
             self.judged += 1
-            self.passed += bool(record.get("rewrite_correct", record["correct"]))
+            self.passed += correct
         for step in record.get("steps") or []:
-            self._add_step(step)
+            self._add_step(step, self.category_scope == "all" or correct)
 
-    def _add_step(self, step: dict) -> None:
+    def _add_step(self, step: dict, categorize: bool) -> None:
         p = step.get("p_base")
         if p is not None:
             p = max(float(p), 1e-300)  # an underflowed probability is just very unlikely
@@ -78,7 +82,7 @@ class Tally:
             self.high_ppl += 1 / p > self.threshold
             self.nll -= math.log(p)
             self.ppl_sum += 1 / p
-        if step.get("category") is not None:
+        if categorize and step.get("category") is not None:
             self.categories[step["category"]] += 1
         for k, v in step_overlap(step).items():
             self.overlap[k] += v
@@ -92,7 +96,7 @@ class Tally:
             "high_ppl_ratio": self.high_ppl / n if n else None,
             "ppl": math.exp(self.nll / n) if n else None,
             "mean_token_ppl": self.ppl_sum / n if n else None,
-            "categorized": cats, "category_shares": shares,
+            "categorized": cats, "category_shares": shares, "category_scope": self.category_scope,
             "filtered_share": shares["base_selected"] + shares["hard"] if shares else None,
             "judged": self.judged, "pass_rate": self.passed / self.judged if self.judged else None,
             "overlap": {k: self.overlap[k] / self.overlap_n[k] if self.overlap_n[k] else None for k in OVERLAP},
@@ -113,10 +117,11 @@ def level_key(level: str) -> tuple:
 
 def summarize(records: list[dict], threshold: float = HIGH_PPL) -> dict:
     """{'all': summary, 'by_level': {level: summary}} (by_level empty when no record has a level)."""
-    total, levels = Tally(threshold), {}
+    scope = "correct" if any("correct" in r for r in records) else "all"
+    total, levels = Tally(threshold, scope), {}
     for rec in records:
         total.add(rec)
-        levels.setdefault(level_of(rec), Tally(threshold)).add(rec)
+        levels.setdefault(level_of(rec), Tally(threshold, scope)).add(rec)
     by_level = {} if set(levels) <= {NO_LEVEL} else {k: levels[k].summary() for k in sorted(levels, key=level_key)}
     return {"all": total.summary(), "by_level": by_level}
 
@@ -136,10 +141,11 @@ def unique_labels(stats: list[dict]) -> None:
             s["label"] = f"{s['label']} ({Path(s['path']).stem})"
 
 
-def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None) -> tuple[list[dict], list[str]]:
+def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
+            level_field: str | None = None) -> tuple[list[dict], list[str]]:
     """Stats of every file and the problems found (malformed lines, records not rescored).
-    With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists
-    are rescored by teacher forcing first."""
+    With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists are
+    rescored by teacher forcing first; `level_field`: the column read as the level."""
     from .errors import ConfigError
     from .records import read_records
 
@@ -149,6 +155,7 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None) ->
     for path in paths:
         records, bad = read_records(Path(path))
         problems += bad
+        records = [{**r, "level": r.get(level_field)} for r in records] if level_field else records
         if overlap_cfg is not None:
             records, failed = _rescored(records, overlap_cfg)
             problems += [f"{path}: {f}" for f in failed]
@@ -184,15 +191,12 @@ def _rows(stats: list[dict]):
             yield "", level, summary
 
 
-def _table(title: str, cols: list[str], caption: str | None = None):
+def _table(title: str, cols: list[str]):
     from rich.table import Table
 
-    # no vertical rules and whole headers over the numbers: eight columns fit 80 terminal
-    # columns, and the path folds into what is left (never cut)
-    table = Table(title=title, caption=caption, box=None, pad_edge=False, header_style="bold underline")
-    for c in cols:
-        table.add_column(c.replace("_", "_\n"), justify="left" if c in ("file", "level") else "right",
-                         overflow="fold", no_wrap=c != "file")
+    table = Table(title=title, box=None, pad_edge=False, header_style="bold underline")  # no rules: fits 80 columns
+    for c in cols:  # whole headers over the numbers; the path folds into what is left, never cut
+        table.add_column(c.replace("_", "_\n"), justify="left" if c in ("file", "level") else "right", overflow="fold", no_wrap=c != "file")
     return table
 
 
@@ -209,11 +213,11 @@ def token_table(stats: list[dict]):
 
 def category_table(stats: list[dict]):
     """How each token was chosen (Fig. 5, Fig. 7), for files whose tokens carry a category."""
-    table = _table("token categories (share of categorized tokens)", ["file", "level", "tokens", *CATEGORIES,
-                   "filtered"], "the four add to 100%; filtered = base_selected + hard, not a fifth category")
+    table = _table("token categories (shares of categorized tokens; filtered = base_selected + hard, not a fifth; records: "
+                   "verified-correct ones, or all where a file has no verdicts)", ["file", "level", "records", "tokens", *CATEGORIES, "filtered"])
     for label, level, s in _rows([s for s in stats if s["all"]["category_shares"]]):
         shares = s["category_shares"] or {}
-        table.add_row(label, level, str(s["categorized"]), *(pct(shares.get(c)) for c in CATEGORIES),
+        table.add_row(label, level, s["category_scope"], str(s["categorized"]), *(pct(shares.get(c)) for c in CATEGORIES),
                       pct(s["filtered_share"]), style="bold" if level == "all" else None)
     return table
 
@@ -259,10 +263,6 @@ def compare_tables(stats: list[dict]) -> list:
     return tables
 
 
-def has_overlap(stats: list[dict]) -> bool:
-    return any(s["all"]["overlap_steps"]["top1_agree"] for s in stats)
-
-
 def report_tables(stats: list[dict], compare: bool = False) -> list:
     """The tables `dasd-local stats` prints: per file and level, or strategies side by side."""
     if compare:
@@ -270,7 +270,7 @@ def report_tables(stats: list[dict], compare: bool = False) -> list:
     tables = [token_table(stats)]
     if any(s["all"]["category_shares"] for s in stats):
         tables.append(category_table(stats))
-    return tables + ([overlap_table(stats)] if has_overlap(stats) else [])
+    return tables + ([overlap_table(stats)] if any(s["all"]["overlap_steps"]["top1_agree"] for s in stats) else [])
 
 
 def needs_topk(stats: list[dict]) -> bool:
@@ -391,10 +391,10 @@ def write_plots(stats: list[dict], out_dir: Path) -> list[Path]:
     return written
 
 
-def write_json(stats: list[dict], path: Path) -> None:
+def write_json(stats: list[dict], path: Path, paired: dict | None = None) -> None:
     import json
 
     from .records import atomic_write_text
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(path), json.dumps({"files": stats}, indent=2) + "\n")
+    atomic_write_text(Path(path), json.dumps({"files": stats, **({"paired": paired} if paired else {})}, indent=2) + "\n")

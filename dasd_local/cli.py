@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import config as C
+from .dataset_out import ExportConfig  # light: its heavy imports are inside functions
 from .errors import DasdError
 
 # Plain click help (rich_markup_mode=None): rich's help panels cut defaults and help
@@ -77,6 +78,8 @@ def generate(
     out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
     restart: bool = opt(C.RunConfig, "restart"),
     limit: Optional[int] = opt(C.RunConfig, "limit"),
+    sample: Optional[int] = opt(C.RunConfig, "sample"),
+    seed: int = opt(C.RunConfig, "seed"),  # one --seed: RunConfig (--sample) and DecodeConfig (sampling) take it
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     top_k: int = opt(C.DecodeConfig, "top_k"),
@@ -84,10 +87,15 @@ def generate(
     hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
     hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
     record_candidates: bool = opt(C.DecodeConfig, "record_candidates"),
+    baseline_form: str = opt(C.DecodeConfig, "baseline_form"),
+    hint_analysis_tokens: Optional[int] = opt(C.DecodeConfig, "hint_analysis_tokens"),
     split: str = opt(C.RunConfig, "split"),
     id_field: Optional[str] = opt(C.RunConfig, "id_field"),
     question_field: Optional[str] = opt(C.RunConfig, "question_field"),
     reference_field: Optional[str] = opt(C.RunConfig, "reference_field"),
+    answer_field: Optional[str] = opt(C.RunConfig, "answer_field"),
+    choices_field: Optional[str] = opt(C.RunConfig, "choices_field"),
+    tests_field: Optional[str] = opt(C.RunConfig, "tests_field"),
     ctx: Optional[int] = opt(C.RunConfig, "ctx"),
     step_tokens: int = opt(C.DecodeConfig, "step_tokens"),
     speculate: str = opt(C.DecodeConfig, "speculate"),
@@ -128,8 +136,15 @@ def view(
     candidates: Annotated[bool, typer.Option(help="List each non-consistent token's candidates with p_R and p_B.")] = False,
     limit: Annotated[int, typer.Option(help="How many records to show without --id.")] = 3,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens (default: the run's).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write every record as one self-contained HTML report here instead.")] = None,
 ) -> None:
-    """Show responses with every token coloured by how DASD chose it."""
+    """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
+    if html is not None:
+        from .report import write_report
+
+        t = write_report(path, html, model)
+        typer.echo(f"wrote {html}: {t['problems']} problems, {t['tokens']} tokens")
+        return
     from .view import show
 
     show(path, id, candidates, limit, model)
@@ -143,6 +158,29 @@ def models() -> None:
     from .models import registry_table
 
     Console().print(registry_table())
+
+# ---- export (data out) -------------------------------------------------------------
+
+
+@app.command("export")
+def export_(
+    paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Verified records (`dasd-local verify` output).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=C.field_of(ExportConfig, "out").metadata["help"])],
+    format: str = opt(ExportConfig, "format", "--format", "-f"),
+    push_to_hub: Optional[str] = opt(ExportConfig, "push_to_hub"),
+    license: Optional[str] = opt(ExportConfig, "license"),
+) -> None:
+    """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
+    import shlex
+
+    from .dataset_out import export
+
+    argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
+    argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
+    s = export(ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
+                              command=shlex.join(argv)))
+    typer.echo(f"wrote {out} ({format}): {s['kept']} records kept, {s['dropped']} dropped; "
+               + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))
 
 # ---- verify / eval (benchmarks issue) ---------------------------------------------
 
@@ -181,10 +219,15 @@ def eval_(
     answer_format: Optional[str] = opt(C.EvalConfig, "answer_format"),
     split: str = opt(C.EvalConfig, "split"),
     limit: Optional[int] = opt(C.EvalConfig, "limit"),
+    sample: Optional[int] = opt(C.EvalConfig, "sample"),
+    seed: int = opt(C.EvalConfig, "seed"),
     batch: int = opt(C.DecodeConfig, "batch"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
     question_field: Optional[str] = opt(C.EvalConfig, "question_field"),
+    answer_field: Optional[str] = opt(C.EvalConfig, "answer_field"),
+    choices_field: Optional[str] = opt(C.EvalConfig, "choices_field"),
+    tests_field: Optional[str] = opt(C.EvalConfig, "tests_field"),
     ctx: Optional[int] = opt(C.EvalConfig, "ctx"),
     n_gpu_layers: int = opt(C.EvalConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.EvalConfig, "threads"),
@@ -262,11 +305,18 @@ def stats(
     compare: Annotated[bool, typer.Option(help="Strategies side by side: one table per metric, levels down.")] = False,
     overlap: Annotated[bool, typer.Option(help="Rescore records without both views' top-k lists (teacher forcing; needs the model).")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model for --overlap (default: the embedded SmolLM2-135M).")] = None,
+    ci: Annotated[bool, typer.Option("--ci/--no-ci", help="95% bootstrap intervals over problems on every ratio.")] = True,
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples.", min=10)] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same intervals).")] = 0,
+    segments: Annotated[bool, typer.Option(help="Segment-level (per line) PPL distributions per level (Fig. 2).")] = False,
+    level_field: Annotated[Optional[str], typer.Option(help="Record field read as the difficulty level (default: level).")] = None,
 ) -> None:
-    """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level."""
-    from .stats import report
+    """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level.
+    With --compare and two files: their paired difference over the common problem ids."""
+    from .stats import Evidence, report
 
-    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots)
+    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots,
+                      evidence=Evidence(ci, boot, seed, segments, level_field))
     _echo_skipped(problems, 10)
 
 
@@ -278,10 +328,13 @@ def score_(
     answer_format: Optional[str] = opt(C.ScoreConfig, "answer_format"),
     model: Optional[str] = opt(C.ScoreConfig, "model", "--model", "-m"),
     limit: Optional[int] = opt(C.ScoreConfig, "limit"),
+    sample: Optional[int] = opt(C.ScoreConfig, "sample"),
+    seed: int = opt(C.ScoreConfig, "seed"),
     top_k: int = opt(C.ScoreConfig, "top_k"),
     id_field: Optional[str] = opt(C.ScoreConfig, "id_field"),
     question_field: Optional[str] = opt(C.ScoreConfig, "question_field"),
     reference_field: Optional[str] = opt(C.ScoreConfig, "reference_field"),
+    answer_field: Optional[str] = opt(C.ScoreConfig, "answer_field"),
     n_gpu_layers: int = opt(C.ScoreConfig, "n_gpu_layers"),
     threads: Optional[int] = opt(C.ScoreConfig, "threads"),
     system: Optional[str] = opt(C.ScoreConfig, "system"),

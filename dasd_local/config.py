@@ -22,8 +22,7 @@ STRATEGIES = ("dasd", "self-distill", "base", "hint")
 KV_TYPES = ("f16", "q8_0")
 
 
-def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None,
-            factory=MISSING):
+def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None, factory=MISSING):
     """A dataclass field whose metadata carries its help, its check (value -> bool, skipped
     for None) with the range it expects, and the CLI flag that sets it (None: none does)."""
     meta = {"help": help, "check": check, "expect": expect, "flag": flag}
@@ -89,6 +88,27 @@ AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Sampling in place of argmax, for the baselines' published forms; temperature 0 is
+    greedy. `top_p_first`: Hinted decoding's NucleusProcessor cuts top-p on the
+    temperature-1 distribution, then scales; transformers' warpers (SDFT's LLaMA-Factory
+    run) scale, then cut top-k, then top-p."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p_first: bool = False
+
+
+GREEDY = Sampling()
+PUBLISHED_SAMPLING = {  # what the authors' code ran with (published.py has their prompts)
+    "self-distill": Sampling(temperature=0.95, top_p=0.7, top_k=50),  # LLaMA-Factory GeneratingArguments defaults
+    "hint": Sampling(temperature=0.3, top_p=0.95, top_p_first=True),  # Run_HD_example.py: NucleusProcessor(.3, .95)
+}
+BASELINE_FORMS = ("controlled", "published")
+
+
+@dataclass(frozen=True)
 class RuleConfig:
     """What rules.choose needs; derived from a DecodeConfig by field name (rule_of)."""
 
@@ -98,6 +118,7 @@ class RuleConfig:
     hard_mode: str = setting("ref", "When no candidate passes: ref (C[0]) | base (argmax p_B).", *one_of("ref", "base"),
                              flag="--hard-mode")
     hint_beta: float = setting(3.0, "Hinted decoding's entropy scale.", *AT_LEAST_0, flag="--hint-beta")
+    sampling: Sampling = setting(GREEDY, "Sampling in place of argmax (a baseline's published form).")
 
     def __post_init__(self):
         check_fields(self)
@@ -116,6 +137,14 @@ class DecodeConfig:
     tau: float = _rule_field("tau")
     hard_mode: str = _rule_field("hard_mode")
     hint_beta: float = _rule_field("hint_beta")
+    baseline_form: str = setting("controlled", "self-distill / hint as our controlled variant (DASD's reference view, "
+                                 "greedy) or as their authors published them (their prompts, sampling, SDFT's filter).",
+                                 *one_of(*BASELINE_FORMS), flag="--baseline-form")
+    seed: int = setting(0, "Seed of the published forms' sampling (each problem's generator: seed + problem id).",
+                        flag="--seed")
+    hint_analysis_tokens: int | None = setting(None, "Published hint: token limit of the greedy analysis pre-pass on "
+                                               "the shadow prompt (default: --max-new-tokens; 0 skips it, which is "
+                                               "not the published form).", *AT_LEAST_0, flag="--hint-analysis-tokens")
     max_new_tokens: int = setting(512, "Response length limit.", *AT_LEAST_1, flag="--max-new-tokens")
     batch: int = setting(16, "Problems decoded together (2 sequences each).", lambda v: 1 <= v <= 128, "in [1, 128]",
                          flag="--batch")
@@ -141,6 +170,19 @@ class DecodeConfig:
             reject(self, "step_tokens", f">= 2 x batch = {2 * self.batch}")
         if self.base_only and self.strategy != "base":
             reject(self, "base_only", "only with strategy base")
+        if self.baseline_form == "published" and self.strategy not in PUBLISHED_SAMPLING:
+            reject(self, "baseline_form", f"controlled for strategy {self.strategy} (published: self-distill, hint)")
+        if self.sampling.temperature > 0 and self.speculate == "on":
+            reject(self, "speculate", "off or auto with a sampled (published) form: drafts are checked greedily")
+
+    @property
+    def published(self) -> str | None:
+        """The baseline whose published reference view is used (prompts.ViewBuilder), if any."""
+        return self.strategy if self.baseline_form == "published" else None
+
+    @property
+    def sampling(self) -> Sampling:
+        return PUBLISHED_SAMPLING[self.strategy] if self.baseline_form == "published" else GREEDY
 
     def rule(self) -> RuleConfig:
         """The rule's settings, taken from this config by name."""
@@ -154,8 +196,17 @@ class DecodeConfig:
 
     def record_config(self) -> dict:
         """The part of the config that decides the output (goes into every record)."""
-        keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens")
-        return {k: v for k, v in asdict(self).items() if k in keys}
+        keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens", "baseline_form")
+        out = {k: v for k, v in asdict(self).items() if k in keys}
+        if self.baseline_form == "published":
+            out.update(seed=self.seed, sampling=asdict(self.sampling))
+            if self.strategy == "hint":
+                out["hint_analysis_tokens"] = self.analysis_tokens
+        return out
+
+    @property
+    def analysis_tokens(self) -> int:
+        return self.max_new_tokens if self.hint_analysis_tokens is None else self.hint_analysis_tokens
 
 
 def eval_decode(**kw) -> DecodeConfig:
@@ -192,21 +243,23 @@ class EngineOptions:
 class Columns:
     """The task and how its rows are read (shared by problem sources and scoring)."""
 
-    # tasks.get_task checks the name (one list of tasks, one message)
     task: str = setting("math", "math | code | mcq", flag="--task")
     limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
+    sample: int | None = setting(None, "A seeded random sample of N problems, before --limit.", *AT_LEAST_1, flag="--sample")
+    seed: int = setting(0, "Seed of --sample (generate: also of the published forms' sampling).", flag="--seed")
     id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
     question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
     reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")
-    answer_format: str | None = setting(None, "How answers are asked for and read back, alike in both views, verify and "
-                                        "eval: math boxed | answer-is, mcq answer-is, code code-block (default: the "
-                                        "task's first; answer-is on the demo set).", flag="--answer-format")
+    answer_field: str | None = setting(None, "Column with the gold answer (math/mcq).", flag="--answer-field")
+    choices_field: str | None = setting(None, "Column with the choices (mcq).", flag="--choices-field")
+    tests_field: str | None = setting(None, "Column with the test asserts (code: test_list).", flag="--tests-field")
+    answer_format: str | None = setting(None, "Answers asked for and read back as: math boxed | answer-is (demo: answer-is), mcq answer-is, code code-block.", flag="--answer-format")
 
     @property
     def fields(self):
         from .tasks import FieldMap
 
-        return FieldMap(self.id_field, self.question_field, self.reference_field)
+        return FieldMap(self.id_field, self.question_field, self.reference_field, self.answer_field, self.choices_field, self.tests_field)
 
 
 @dataclass(frozen=True)
@@ -228,8 +281,7 @@ class RunConfig(EngineOptions, ProblemSource):
     """`generate`: problems + engine + output file (the decode settings are a DecodeConfig)."""
 
     out: Path | None = setting(None, "Output JSONL (default: dasd-out/<data>-<strategy>.jsonl).", flag="--out")
-    restart: bool = setting(False, "Remove what an earlier run wrote to --out and start over (a rerun resumes only "
-                            "the same run: same model, data, task, rule and views).", flag="--restart")
+    restart: bool = setting(False, "Remove what an earlier run wrote to --out and start over.", flag="--restart")
 
     def __post_init__(self):
         check_fields(self)
@@ -289,7 +341,6 @@ class VerifyConfig:
 
     def __post_init__(self):
         check_fields(self)
-
 
 
 # ---- train ------------------------------------------------------------------------

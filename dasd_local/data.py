@@ -110,27 +110,48 @@ def passthrough(row: dict, task: Task, fields: FieldMap) -> dict:
     record holds them as `question` and `reference_solution`), then the task's gold fields."""
     used = {fields.question or task.question_field, fields.reference or task.reference_field}
     out = {(f"input_{k}" if k in RECORD_KEYS else k): v for k, v in row.items() if k not in used}
-    return {**out, **task.keep(row)}
+    return {**out, **task.keep(row, fields)}
 
 
 def _missing_column(where: str, row: dict, column: str, task: Task, fields: FieldMap) -> InputError:
-    flag = "--question-field" if column == (fields.question or task.question_field) else "--reference-field"
     return InputError(f"{where}: no field {column!r} (fields: {', '.join(sorted(row))}); choose the column with "
-                      f"{flag} (task {task.name} reads: {task.schema()})")
+                      f"{fields.option(task.slots(fields)[column])} (task {task.name} reads: {task.schema()})")
+
+
+def sample_ids(ids: list[str], n: int | None, seed: int = 0) -> set[str]:
+    """A uniform random sample of n ids, fixed by the seed and independent of file order
+    and of rows other commands skip: the n ids with the smallest hash of (seed, id), so
+    generate, score and eval on the same file with the same --sample --seed agree."""
+    import hashlib
+
+    if n is None:
+        return set(ids)
+    key = lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest()  # noqa: E731
+    return set(sorted(ids, key=key)[:n])
+
+
+def select(items: list, id_of, sample: int | None, seed: int, limit: int | None) -> list:
+    """--sample (in file order) then --limit."""
+    if sample is not None:
+        keep = sample_ids([id_of(x) for x in items], sample, seed)
+        items = [x for x in items if id_of(x) in keep]
+    return items[:limit] if limit else items
 
 
 def load_problems(
-    source: str | Path, task: Task, fields: FieldMap = FieldMap(), split: str = "train", limit: int | None = None
+    source: str | Path, task: Task, fields: FieldMap = FieldMap(), split: str = "train", limit: int | None = None,
+    sample: int | None = None, seed: int = 0,
 ) -> tuple[list[Problem], Skipped]:
-    """Problems from `source` in file order; rows missing a required field are skipped,
-    and a field missing from the very first row is an error (a wrong column name), as is
-    a source with no usable row at all."""
+    """Problems from `source` in file order (`sample`: a seeded random subset of them, see
+    sample_ids); rows missing a required field are skipped, and a field missing from the
+    very first row is an error (a wrong column name), as is a source with no usable row."""
     rows, skipped = iter_rows(source, split)
     problems: list[Problem] = []
     seen: set[str] = set()
+    slots = task.slots(fields)
     id_column = fields.id or task.id_field
     for index, (where, row) in enumerate(rows):
-        missing = [c for c in task.required(fields) if row.get(c) is None]
+        missing = [c for c in slots if row.get(c) is None]
         if missing and not problems and not skipped.rows:
             raise _missing_column(where, row, missing[0], task, fields)
         if missing:
@@ -146,11 +167,11 @@ def load_problems(
         seen.add(pid)
         problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields),
                                 passthrough(row, task, fields)))
-        if limit is not None and len(problems) >= limit:
+        if sample is None and limit is not None and len(problems) >= limit:
             break
     if not problems:
         raise InputError(f"{source}: no usable rows" + (f": {skipped.summary()}" if skipped.rows else " (empty)"))
-    return problems, skipped
+    return select(problems, lambda p: p.id, sample, seed, limit), skipped
 
 
 def load_source(cfg):
@@ -163,5 +184,5 @@ def load_source(cfg):
     demo = cfg.data is None
     task = get_task(cfg.task, getattr(cfg, "answer_format", None) or (ANSWER_FORMAT if demo else None))
     source = demo_path() if demo else cfg.data
-    problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit)
+    problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit, cfg.sample, cfg.seed)
     return task, source, problems, skipped

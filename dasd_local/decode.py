@@ -10,6 +10,7 @@ Knows the engine's narrow surface and the rules; knows nothing about files or th
 
 from __future__ import annotations
 
+import zlib
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -36,8 +37,11 @@ class Decoder:
         # spec_rows unset: resolved for the engine's device (0 on a CPU)
         self.engine, self.task, self.cfg = engine, task, config.for_device(getattr(engine.config, "n_gpu_layers", 0))
         # a DecodeSession hands in views it tokenized already; alone, the Decoder builds them
-        self.views = views or ViewBuilder(engine, task, system).views
+        # (alone, published hint views lack the analysis pre-pass, which the session runs)
+        self.views = views or ViewBuilder(engine, task, system, config.published).views
         self.rule = self.cfg.rule()
+        self.sampled = self.rule.sampling.temperature > 0
+        self.repetition_stop = self.cfg.strategy == "hint" and self.cfg.baseline_form == "published"
         self.stats = stats if stats is not None else Stats()
         n_views = 1 if config.base_only else 2
         if engine.config.n_seq_max < n_views:
@@ -56,6 +60,8 @@ class Decoder:
         r = None if self.cfg.base_only else View(-1, list(views.ref_tokens))
         slot = Slot(problem, views, b, r, lookup=NgramIndex((r or b).prompt, self.cfg.ngram),
                     dlen=DraftLength(self.cfg.draft_max // 2, self.cfg.draft_max))
+        if self.sampled:  # one generator per problem: its draws do not depend on the batch
+            slot.rng = np.random.default_rng([self.cfg.seed, zlib.crc32(problem.id.encode())])
         limit = min(self.engine.seq_cells, self.engine.n_ctx_train)
         longest = max(len(b.prompt), len(r.prompt) if r else 0) + self.cfg.max_new_tokens
         if slot.cells(self.cfg.max_new_tokens) > self.engine.config.n_ctx or longest > limit:
@@ -90,7 +96,7 @@ class Decoder:
     def _draft_allowance(self, n_ready: int) -> int:
         """Draft tokens each decoding problem may add this step. `auto` fills the decode call
         up to `spec_rows` rows: on a compute-bound CPU with a full batch that is none."""
-        if self.cfg.speculate == "off" or n_ready == 0:
+        if self.cfg.speculate == "off" or n_ready == 0 or self.sampled:  # drafts are checked greedily
             return 0
         views = 1 if self.cfg.base_only else 2
         room = self.cfg.step_tokens // (n_ready * views) - 1
@@ -145,7 +151,8 @@ class Decoder:
         lb = logits[[row_of[(i, "b", j)] for i, j in keys]]
         lr = None if self.cfg.base_only else logits[[row_of[(i, "r", j)] for i, j in keys]]
         phase = np.array([self._hint_phase(slots[i], j) for i, j in keys])
-        picks = rules.choose(self.cfg.strategy, lb, lr, self.rule, phase, self.cfg.record_candidates)
+        rngs = [slots[i].rng for i, _ in keys] if self.sampled else None
+        picks = rules.choose(self.cfg.strategy, lb, lr, self.rule, phase, self.cfg.record_candidates, rngs)
         first = {}
         for n, (i, j) in enumerate(keys):
             first.setdefault(i, n)  # a problem's rows are consecutive, in draft order
@@ -200,6 +207,8 @@ class Decoder:
             self.stats.categories[step["category"]] += 1
         if len(slot.response) >= self.cfg.max_new_tokens:
             slot.finish = "length"
+        elif self.repetition_stop and rules.repetition_stop(slot.response):
+            slot.finish = "repetition"  # Hinted decoding's published stop
 
     # ---- the loop -----------------------------------------------------------------------
 

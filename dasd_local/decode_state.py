@@ -61,6 +61,7 @@ class Slot:
     lookup: NgramIndex | None = None  # n-grams of the reference view's text, for drafting
     dlen: DraftLength = field(default_factory=DraftLength)
     draft: list[int] = field(default_factory=list)
+    rng: object = None  # numpy Generator of a sampled (published) form: this problem's draws
 
     @property
     def decoding(self) -> bool:

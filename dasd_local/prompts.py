@@ -49,10 +49,12 @@ class Views:
 
 
 class ViewBuilder:
-    """Builds both views of each problem for one engine (tokenizer + template) and task."""
+    """Builds both views of each problem for one engine (tokenizer + template) and task.
+    `published` names a baseline (self-distill or hint) whose reference view is the
+    authors' own prompt (published.py) instead of our controlled reference view."""
 
-    def __init__(self, engine, task: Task, system: str | None = None):
-        self.engine, self.task, self.system = engine, task, system
+    def __init__(self, engine, task: Task, system: str | None = None, published: str | None = None):
+        self.engine, self.task, self.system, self.published = engine, task, system, published
         self.template = engine.chat_template() or PLAIN_TEMPLATE
         self.template_source = "gguf" if engine.chat_template() else "plain"
 
@@ -60,12 +62,28 @@ class ViewBuilder:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + [{"role": "user", "content": user}]
 
-    def render(self, user: str) -> str:
-        return render_chat(self.template, self._messages(user), self.engine.bos_text, self.engine.eos_text)
+    def render_messages(self, messages: list[dict]) -> str:
+        return render_chat(self.template, messages, self.engine.bos_text, self.engine.eos_text)
 
-    def views(self, problem: Problem) -> Views:
+    def render(self, user: str) -> str:
+        return self.render_messages(self._messages(user))
+
+    def reference_text(self, problem: Problem, analysis: str = "") -> str:
+        """The reference view. The published forms put our base view's user message (the
+        question and the task's answer format) where their templates say query/question;
+        Hinted decoding's shadow prompt is continued with its analysis pre-pass."""
+        from . import published
+
+        query = self.task.base_user(problem)
+        if self.published == "self-distill":
+            return published.sdft_reference_prompt(self.task.name, query, problem.reference, self.render_messages)
+        if self.published == "hint":
+            return self.render_messages(published.hinted_shadow_messages(query, problem.reference)) + analysis
+        return self.render(self.task.reference_user(problem))
+
+    def views(self, problem: Problem, analysis: str = "") -> Views:
         base = self.render(self.task.base_user(problem))
-        ref = self.render(self.task.reference_user(problem))
+        ref = self.reference_text(problem, analysis)
         return Views(base, ref, self.engine.tokenize(base), self.engine.tokenize(ref))
 
 

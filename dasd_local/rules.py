@@ -4,17 +4,21 @@ Rows are positions (one per problem in flight, or one per drafted position); col
 are the full vocabulary. Probabilities are full-vocabulary softmaxes at temperature 1.
 This module never sees llama.cpp: the decode loop hands it logits and gets back the
 chosen tokens with everything a record needs (category, p_base, p_ref, ref_rank).
+Choices are argmaxes, except where a baseline's published form samples: then every row
+draws from its own numpy Generator, passed in, so a seeded run repeats exactly.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-# the rule's settings (top_k, tau, hard_mode, hint_beta) with their ranges live in config.py,
-# a standard-library-only module, so this one still needs nothing but numpy
-from .config import STRATEGIES, RuleConfig  # noqa: F401
+# the rule's settings (top_k, tau, hard_mode, hint_beta, sampling) with their ranges live in
+# config.py, a standard-library-only module, so this one still needs nothing but numpy
+from .config import GREEDY, PUBLISHED_SAMPLING, STRATEGIES, RuleConfig, Sampling  # noqa: F401
+
 CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
 CONSISTENT, RESERVED, BASE_SELECTED, HARD = range(4)
 NO_CATEGORY = -1
@@ -83,35 +87,99 @@ def dasd_choice(lb, lse_b, lr, cfg: RuleConfig):
     argmax_b = lb.argmax(axis=1)
     fallback = cand[:, 0] if cfg.hard_mode == "ref" else argmax_b
     token = np.where(passed, cand[rows, first], fallback)
-    top_passed = passed & (first == 0)
+    # Section 5.4.3: the top-1 of both views is "consistent" whatever its p_B. When it is
+    # below tau no candidate passes (nothing beats the base's own top-1), and both hard
+    # modes emit that same token, so only the label changes.
     category = np.select(
-        [top_passed & (cand[:, 0] == argmax_b), top_passed, passed],
+        [cand[:, 0] == argmax_b, passed & (first == 0), passed],
         [CONSISTENT, RESERVED, BASE_SELECTED],
         default=HARD,
     )
     return token, category, cand, cand_pb
 
 
-def hint_choice(lb, lse_b, lr, lse_r, phase: np.ndarray, beta: float):
-    """Hinted decoding: argmax of (1-l) log p_R + l log p_B with l = clamp(beta H(p_R) / log V);
+def hint_scores(lb, lse_b, lr, lse_r, phase: np.ndarray, beta: float) -> np.ndarray:
+    """Hinted decoding: (1-l) log p_R + l log p_B with l = clamp(beta H(p_R) / log V);
     phase HINT_REF uses R alone (first token), HINT_BASE uses B alone (after \\boxed{)."""
     logp_r = lr - lse_r[:, None]
     ent = -(np.exp(logp_r) * logp_r).sum(axis=1)
     lam = np.clip(beta * ent / np.log(lr.shape[1]), 0.0, 1.0)
     lam = np.where(phase == HINT_REF, 0.0, np.where(phase == HINT_BASE, 1.0, lam))
-    score = (1.0 - lam)[:, None] * logp_r + lam[:, None] * (lb - lse_b[:, None])
-    return score.argmax(axis=1)
+    return (1.0 - lam)[:, None] * logp_r + lam[:, None] * (lb - lse_b[:, None])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def sampling_probs(scores: np.ndarray, s: Sampling) -> tuple[np.ndarray, np.ndarray]:
+    """(order, probs): each row's token ids by descending score (ties: lower id first) and
+    their sampling probabilities, zero outside the kept top-k / top-p prefix. Top-p keeps
+    a token while the mass of the more likely kept tokens is below top_p (transformers'
+    TopPLogitsWarper) or at most top_p (Hinted decoding's NucleusProcessor). A full sort
+    of the vocabulary, which the greedy rules avoid: only the sampled forms pay for it."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    x = np.take_along_axis(scores, order, axis=1).astype(np.float64)
+    if not s.top_p_first:
+        x = x / s.temperature
+    keep = np.ones(x.shape, dtype=bool)
+    if s.top_k:
+        keep[:, s.top_k:] = False
+    if s.top_p < 1.0:
+        p = _softmax(np.where(keep, x, -np.inf))
+        before = np.cumsum(p, axis=1) - p
+        keep &= (before <= s.top_p) if s.top_p_first else (before < s.top_p)
+        keep[:, 0] = True
+    if s.top_p_first:
+        x = x / s.temperature
+    return order, _softmax(np.where(keep, x, -np.inf))
+
+
+def sample(scores: np.ndarray, s: Sampling, rngs) -> np.ndarray:
+    """One token per row, drawn with that row's Generator (one uniform per row and step):
+    the inverse of the cumulative sampling distribution."""
+    if rngs is None or len(rngs) != len(scores):
+        raise ValueError(f"sampling needs one random generator per row ({len(scores)} rows)")
+    order, probs = sampling_probs(scores, s)
+    cum = np.cumsum(probs, axis=1)
+    u = np.array([rng.random() for rng in rngs]) * cum[:, -1]
+    idx = np.minimum((cum < u[:, None]).sum(axis=1), scores.shape[1] - 1)
+    return order[np.arange(len(scores)), idx]
+
+
+def repeats(tokens: list[int], k: int = 30, m: int = 5) -> bool:
+    """Some k-token window occurs at least m times. As Hinted decoding's
+    has_k_words_repeated_at_least_m, whose scan leaves out the last window."""
+    counts: Counter = Counter()
+    for i in range(len(tokens) - k):
+        window = tuple(tokens[i:i + k])
+        counts[window] += 1
+        if counts[window] >= m:
+            return True
+    return False
+
+
+def repetition_stop(tokens: list[int], every: int = 100, k: int = 30, m: int = 5) -> bool:
+    """Hinted decoding's stop: checked once per `every` emitted tokens (when the response
+    reaches 100, 200, ... tokens and has not ended otherwise), true when it repeats."""
+    return len(tokens) > 0 and len(tokens) % every == 0 and repeats(tokens, k, m)
 
 
 def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg: RuleConfig,
-           hint_phase: np.ndarray | None = None, candidates: bool = False) -> Picks:
+           hint_phase: np.ndarray | None = None, candidates: bool = False, rngs=None) -> Picks:
     """Apply `strategy` to every row. `logits_r` may be None only for `base`. With
     `candidates`, every strategy reports the reference's top-K (the base's when there is
-    no reference view) with both probabilities; dasd always does."""
+    no reference view) with both probabilities; dasd always does. With a sampling config
+    (temperature > 0) the greedy strategies sample, each row with its Generator in `rngs`."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
     if logits_r is None and strategy != "base":
         raise ValueError(f"strategy {strategy!r} needs the reference view's logits")
+    sampled = cfg.sampling.temperature > 0
+    if sampled and strategy == "dasd":
+        raise ValueError("dasd is defined greedy: sampling is only for the baselines' published forms")
+    pick = (lambda scores: sample(scores, cfg.sampling, rngs)) if sampled else (lambda scores: scores.argmax(axis=1))
     lse_b = logsumexp(logits_b)
     argmax_b = logits_b.argmax(axis=1)
     lse_r = None if logits_r is None else logsumexp(logits_r)
@@ -121,12 +189,12 @@ def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg
     if strategy == "dasd":
         token, category, cand, cand_pb = dasd_choice(logits_b, lse_b, logits_r, cfg)
     elif strategy == "self-distill":
-        token = argmax_r
+        token = pick(logits_r) if sampled else argmax_r
     elif strategy == "base":
-        token = argmax_b
+        token = pick(logits_b) if sampled else argmax_b
     else:
         phase = np.full(len(logits_b), HINT_MIX) if hint_phase is None else hint_phase
-        token = hint_choice(logits_b, lse_b, logits_r, lse_r, phase, cfg.hint_beta)
+        token = pick(hint_scores(logits_b, lse_b, logits_r, lse_r, phase, cfg.hint_beta))
     picks = Picks(
         token=token, category=category, p_base=prob_of(logits_b, lse_b, token),
         p_ref=None if logits_r is None else prob_of(logits_r, lse_r, token),

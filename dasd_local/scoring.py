@@ -47,9 +47,14 @@ def problem_of(row: dict, task: Task, fields: FieldMap, index: int) -> Problem:
         reference = row["reference_solution"] if "reference_solution" in row else task.reference(row, fields)
     except KeyError as e:
         raise InputError(f"record {row.get('id', index)!r}: no field {e.args[0]!r} (fields: {', '.join(sorted(row))})") from None
-    pid = row.get("id", row.get(fields.id or task.id_field, index))
-    gold = {k: row[k] for k in (*task.gold_fields, *task.meta_fields) if k in row}
-    return Problem(str(pid), str(question), "" if reference is None else str(reference), gold)
+    pid = row_id(row, task, fields, index)
+    gold = {k: row[c] for k in (*task.gold_fields, *task.meta_fields) if (c := task.column(k, fields)) in row}
+    return Problem(pid, str(question), "" if reference is None else str(reference), gold)
+
+
+def row_id(row: dict, task: Task, fields: FieldMap, index: int) -> str:
+    """The id problem_of gives a row (what --sample draws on), without building the problem."""
+    return str(row.get("id", row.get(fields.id or task.id_field, index)))
 
 
 def prepare(row: dict, index: int, engine, builder, cfg: ScoreConfig) -> Item:
@@ -160,12 +165,12 @@ def has_topk(record: dict) -> bool:
 def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
     """Score every record of `inp` into `out` (resumable: ids already there are skipped);
     returns the manifest, written last beside the output."""
+    from .data import select
     from .records import RunWriter, read_jsonl, sha256_file, versions
 
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     rows, malformed = read_jsonl(Path(inp))
-    rows = rows[:cfg.limit] if cfg.limit else rows
     if cfg.answer_format is None:  # prompts rebuilt for records ask in the format they were made with
         cfg = replace(cfg, answer_format=next((r["answer_format"] for r in rows if r.get("answer_format")), None))
     writer = RunWriter(Path(out), "--out")
@@ -174,7 +179,9 @@ def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
     try:
         session.open()
         engine = session.engine
-        items = [prepare(r, i, engine, session.builder, cfg) for i, r in enumerate(rows)]
+        chosen = select(list(enumerate(rows)), lambda ir: row_id(ir[1], session.builder.task, cfg.fields, ir[0]),
+                        cfg.sample, cfg.seed, cfg.limit)
+        items = [prepare(r, i, engine, session.builder, cfg) for i, r in chosen]
         seen = writer.done | writer.failed
         todo = [it for it in items if it.record["id"] not in seen]
         fit_context(engine, todo)

@@ -16,6 +16,7 @@ Knows the engine's surface, the prompts and the decode loop; knows nothing about
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
 from .config import DecodeConfig, EngineOptions
@@ -76,7 +77,7 @@ class DecodeSession:
                              n_ubatch=o.ubatch, n_gpu_layers=o.n_gpu_layers, n_threads=o.threads,
                              kv_unified=o.kv != "split", kv_type=o.kv_type)
         self.engine = Engine(path, small, adapter=o.adapter)
-        self.builder = ViewBuilder(self.engine, self.task, o.system)
+        self.builder = ViewBuilder(self.engine, self.task, o.system, self.cfg.published if self.cfg else None)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -88,19 +89,50 @@ class DecodeSession:
             ) -> Iterator[dict | Failed]:
         """Decode a block of problems on the open engine; yields a record or a Failed per
         problem, in completion order. May be called again with the next block."""
-        problems = list(problems)
+        problems, analyses = list(problems), {}
+        if self.cfg.published == "hint" and self.cfg.analysis_tokens > 0:
+            analyses = yield from self._analyses(problems)
+            problems = [p for p in problems if id(p) in analyses]
         # tokenized once here; the Decoder reads them by object identity for this block only
-        views = {id(p): self.builder.views(p) for p in problems}
+        views = {id(p): self.builder.views(p, analyses.get(id(p), "")) for p in problems}
         self.size_context(problems, views)
         decoder = Decoder(self.engine, self.task, self.cfg, views=lambda p: views[id(p)], stats=self.stats)
         yield from decoder.run(problems, on_step)
 
-    def size_context(self, problems: list[Problem], views: dict) -> None:
+    def _analyses(self, problems: list[Problem]):
+        """Published Hinted decoding's pre-pass (the authors' gen_fim_cot): a greedy decode of
+        each problem's shadow prompt, kept up to its last "# CoT"; the target view continues
+        the shadow prompt with it. Yields a Failed per problem without one (the authors skip
+        those); returns {id(problem): analysis}."""
+        from .published import HINTED_COT_MARK, hinted_analysis
+        from .prompts import Views
+
+        pre = replace(self.cfg, strategy="base", base_only=True, baseline_form="controlled",
+                      max_new_tokens=self.cfg.analysis_tokens, record_candidates=False)
+        shadow = {}
+        for p in problems:
+            text = self.builder.reference_text(p)
+            shadow[id(p)] = Views(text, "", self.engine.tokenize(text), [])
+        self.size_context(problems, shadow, pre)
+        by_id, analyses = {p.id: p for p in problems}, {}
+        for rec in Decoder(self.engine, self.task, pre, views=lambda p: shadow[id(p)]).run(problems):
+            if isinstance(rec, Failed):
+                yield rec
+                continue
+            cut = hinted_analysis(rec["response"])
+            if cut is None:
+                yield Failed(by_id[rec["id"]], f"hinted decoding: the analysis pre-pass ({len(rec['response_tokens'])} "
+                                               f"tokens) wrote no {HINTED_COT_MARK!r}; the authors skip such problems")
+            else:
+                analyses[id(by_id[rec["id"]])] = cut
+        return analyses
+
+    def size_context(self, problems: list[Problem], views: dict, cfg: DecodeConfig | None = None) -> None:
         """Context for the real prompt lengths (or --ctx: all cells).
 
         Unified cache: the largest `batch` problem needs. Split cache: every sequence gets
         the cells of the longest view (prompt + max_new_tokens), within the trained context."""
-        cfg, o, engine = self.cfg, self.opts, self.engine
+        cfg, o, engine = cfg or self.cfg, self.opts, self.engine
         n_seq = max(1, min(cfg.batch, len(problems))) * (1 if cfg.base_only else 2)
         needs, longest = [], 0
         for p in problems:

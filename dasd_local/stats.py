@@ -1,30 +1,64 @@
 """`dasd-local stats`: collect the statistics of runs, print their tables, write JSON and plots.
 
-The statistics themselves live in analysis.py; this module only strings the verb's
-steps together so the CLI makes one call.
+The statistics themselves live in analysis.py (point estimates) and evidence.py
+(bootstrap intervals, paired comparisons, segment distributions); this module only
+strings the verb's steps together so the CLI makes one call.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """The uncertainty and difficulty options of `stats`."""
+
+    ci: bool = True  # bootstrap intervals on every ratio
+    boot: int = 1000
+    seed: int = 0
+    segments: bool = False  # Fig. 2: segment-level PPL per level
+    level_field: str | None = None
+
+
+def _records(paths: list[Path], level_field: str | None) -> list[list[dict]]:
+    from .evidence import relevel
+    from .records import read_jsonl
+
+    out = [read_jsonl(Path(p))[0] for p in paths]
+    return [relevel(r, level_field) for r in out] if level_field else out
+
+
 def report(paths: list[Path], threshold: float, compare: bool = False, overlap_cfg=None,
-           json_out: Path | None = None, plots: Path | None = None, console=None) -> list[str]:
+           json_out: Path | None = None, plots: Path | None = None, console=None,
+           evidence: Evidence = Evidence()) -> list[str]:
     """Print every table (and notes on what is missing) to `console`, write the JSON and
     the figures when asked; returns the lines of records that were skipped."""
     from rich.console import Console
 
+    from . import evidence as ev
     from .analysis import collect, needs_topk, report_tables, write_json, write_plots
 
     console = console or Console()
-    found, problems = collect(paths, threshold, overlap_cfg)
+    found, problems = collect(paths, threshold, overlap_cfg, evidence.level_field)
     for table in report_tables(found, compare):
         console.print(table)
+    records = _records(paths, evidence.level_field) if evidence.ci or evidence.segments or compare else []
+    if evidence.ci or evidence.segments:
+        ev.attach(found, records, threshold, evidence.boot, evidence.seed, evidence.segments)
+    if evidence.ci:
+        console.print(ev.ci_table(found))
+    if evidence.segments:
+        console.print(ev.segment_view(found))
+    paired = None
+    if compare and len(paths) == 2:
+        paired = ev.compare(records[0], records[1], threshold, evidence.boot, evidence.seed)
+        console.print(ev.paired_table(paired, found[0]["label"], found[1]["label"]))
     if needs_topk(found) and overlap_cfg is None:
         console.print("[dim]top-k overlap needs both views' top-k lists: add --overlap, or run `dasd-local score` first[/dim]")
     if json_out:
-        write_json(found, json_out)
+        write_json(found, json_out, paired)
         console.print(f"wrote {json_out}")
     if plots:
         console.print("wrote " + ", ".join(str(p) for p in write_plots(found, plots)))

@@ -161,7 +161,7 @@ def prepare_examples(records: list[dict], gguf_path: Path, cfg: TrainConfig, rep
             probs = _score_missing(engine, pairs, probs, cfg, report)
     examples = []
     for (rid, prompt, response), rec, p in zip(pairs, records, probs):
-        closing = None if rec.get("finish_reason") == "length" else end  # a cut response must not learn to stop
+        closing = None if rec.get("finish_reason") in ("length", "repetition") else end  # a cut response must not learn to stop
         if response and response[-1] == end:
             response, p, closing = response[:-1], (p[:-1] if p else p), end
         ex = make_example(rid, prompt, response, closing, p, cfg, report)

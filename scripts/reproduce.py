@@ -14,6 +14,11 @@ strategy) and Table 3 (high-PPL ratio per strategy and level).
     python scripts/reproduce.py --train-limit 3 --eval-limit 3 --max-new-tokens 16 \\
         --train-args "--max-steps 1 --batch-size 1 --grad-accum 1" --out runs/smoke
     python scripts/reproduce.py ... --dry-run     # print the plan, run nothing
+    python scripts/reproduce.py --sample 200 --sweep tau=0.1,0.2,0.25 --sweep top_k=3,6,9 \\
+        --sweep hard_mode=ref,base --out runs/sweep   # Table 2 at the data level (--sweep-train: + accuracy)
+    python scripts/reproduce.py --sample 200 --per-level --forgetting   # + Fig. 6 and other tasks
+
+Sweeps, per-level training, forgetting and the pre-flight are planned in evidence_stages.py.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # evidence_stages.py, beside this script
+import evidence_stages as ev  # noqa: E402
 DATA = REPO.parent / "shared" / "data"
 GENERATED = ("base", "self-distill", "hint", "dasd")  # strategies that generate their data
 ON_GOLD = ("sft", "mask-ppl")  # strategies trained on the gold solutions
@@ -44,9 +51,10 @@ class Stage:
     clean: Path | None = None  # removed before running (a half-started run that cannot resume)
     always: bool = False  # cheap and derived from other outputs: rerun every time
     requires: Path | None = None  # a non-empty file without which the stage has nothing to do
+    call: object = None  # a local step (split a file, check one) instead of a dasd-local command
 
     def command(self, python: str) -> list[str]:
-        return [python, "-m", "dasd_local", *self.args]
+        return ["(local)", self.name] if self.call else [python, "-m", "dasd_local", *self.args]
 
 
 @dataclass
@@ -82,8 +90,15 @@ def train_stage(a, strategy: str, model: list[str]) -> Stage:
                  requires=p["train_data"])
 
 
-def eval_stage(a, name: str, model: list[str], adapter: Path | None) -> Stage:
-    out = paths(a.out, name)["eval"]
+def selection(a) -> list[str]:
+    """Which training problems: a seeded random sample, else the first N."""
+    if a.sample:
+        return ["--sample", str(a.sample), "--seed", str(a.seed)]
+    return ["--limit", str(a.train_limit)] if a.train_limit else []
+
+
+def eval_stage(a, name: str, model: list[str], adapter: Path | None, out: Path | None = None) -> Stage:
+    out = out or paths(a.out, name)["eval"]
     args = ["eval", "--data", str(a.eval_data), "--task", a.task, "-o", str(out), *model,
             "--max-new-tokens", str(a.eval_max_new_tokens or a.max_new_tokens), "--batch", str(a.batch)]
     args += ["--limit", str(a.eval_limit)] if a.eval_limit else []
@@ -93,12 +108,13 @@ def eval_stage(a, name: str, model: list[str], adapter: Path | None) -> Stage:
 
 def data_stages(a, model: list[str]) -> list[Stage]:
     """Gold scoring, then generate -> verify (-> score, for the overlap metrics) per strategy."""
-    limit = ["--limit", str(a.train_limit)] if a.train_limit else []
+    limit = selection(a)
     gold = a.out / "data" / "gold.jsonl"
     stages = []
-    if set(a.strategies) & set(ON_GOLD) or a.overlap:
+    if set(a.strategies) & set(ON_GOLD) or a.overlap or a.preflight:
         stages.append(Stage("score/gold", ["score", str(a.train_data), "--task", a.task, "-o", str(gold), *model, *limit],
                             manifest_of(gold)))
+        stages += [ev.preflight_stage(a, sys.modules[__name__])] if a.preflight else []
     for s in (s for s in a.strategies if s in GENERATED):
         p = paths(a.out, s)
         stages.append(Stage(f"generate/{s}", ["generate", "--data", str(a.train_data), "--task", a.task, "--strategy", s,
@@ -131,11 +147,22 @@ def stats_stages(a) -> list[Stage]:
 def plan(a) -> Plan:
     # the options of every stage that runs the model
     model = (["--model", a.model] if a.model else []) + (["--threads", str(a.threads)] if a.threads else [])
+    rp = sys.modules[__name__]
+    if a.sweeps:  # Table 2 alone: DASD variants (and the untuned model when they are trained)
+        origin = [eval_stage(a, ORIGIN, model, None)] if a.sweep_train and not a.skip_origin else []
+        return Plan(a.out, ev.sweep_stages(a, rp, model) + origin)
     stages = data_stages(a, model)
+    if a.data_only:  # Table 3 and the categories need no training
+        return Plan(a.out, stages + stats_stages(a))
     stages += [train_stage(a, s, model) for s in a.strategies]
     if not a.skip_origin:
         stages.append(eval_stage(a, ORIGIN, model, None))
     stages += [eval_stage(a, s, model, paths(a.out, s)["run"] / "adapter.gguf") for s in a.strategies]
+    if a.per_level and "dasd" in a.strategies:
+        stages += ev.level_stages(a, rp, model)
+    if a.forgetting:
+        adapters = {ORIGIN: None, **{s: paths(a.out, s)["run"] / "adapter.gguf" for s in a.strategies}}
+        stages += ev.forget_stages(a, rp, model, adapters)
     return Plan(a.out, stages + stats_stages(a))
 
 
@@ -156,6 +183,10 @@ def run_stage(stage: Stage, out: Path, python: str) -> dict:
         return {**row, "status": "no data", "seconds": 0.0, "why": f"{stage.requires} is missing or empty"}
     if stage.clean is not None and stage.clean.exists():
         shutil.rmtree(stage.clean)
+    if stage.call is not None:
+        t = time.time()
+        stage.call()
+        return {**row, "status": "ok", "seconds": round(time.time() - t, 1)}
     with (out / "commands.sh").open("a", encoding="utf-8") as f:
         f.write(row["cmd"] + "\n")
     t = time.time()
@@ -279,13 +310,14 @@ def markdown(a, results: dict) -> str:
     rows1 = []
     for name, r in t1.items():
         data = "-" if r["train_records"] is None else str(r["train_records"]) + (
-            f" of {r['generated']} generated" if r["generated"] is not None else " gold")
+            f" of {r['generated']} generated (yield {pct(r['train_records'] / r['generated'])})"
+            if r["generated"] else " gold")
         if r.get("gold_replacements"):
             data += f" ({r['train_records'] - r['gold_replacements']} own, {r['gold_replacements']} gold replacements)"
         rows1.append([name, data, pct(r["accuracy"]) + (f" (n={r['n']})" if r["n"] else ""),
                       *(pct(r["by_level"].get(lv)) for lv in levels)])
     out = [f"# Results: task {a.task}, model {a.model or 'embedded default'}\n",
-           f"Training data: {a.train_data} (first {a.train_limit or 'all'}); evaluation: {a.eval_data} "
+           f"Training data: {a.train_data} ({selected(a)}); evaluation: {a.eval_data} "
            f"(first {a.eval_limit or 'all'}); max_new_tokens {a.max_new_tokens}; train args `{a.train_args}`.\n",
            "## Table 1: accuracy\n", md_table(["strategy", "training records", "accuracy", *(f"L{lv}" for lv in levels)], rows1)]
     for which, title in (("training", "training data (verified; the gold solutions for sft and mask-ppl)"),
@@ -301,16 +333,37 @@ def markdown(a, results: dict) -> str:
                    "measures the replacements too.\n")
     if "mask-ppl" in a.strategies:
         out.append("mask-ppl trains on the gold solutions with the high-PPL tokens' labels masked: its loss sees none of them.\n")
+    rp = sys.modules[__name__]
+    if a.per_level and "dasd" in a.strategies:
+        out.append(ev.levels_markdown(a, rp))
+    if a.forgetting:
+        out.append(ev.forget_markdown(a, rp, [ORIGIN, *a.strategies]))
+    if results.get("preflight"):
+        f = results["preflight"]
+        out.append(f"Pre-flight: in {f['below_tau']} of {f['with_marker']} gold solutions the base view gives the answer "
+                   f"format's opening ({f['marker']!r}) p_base < tau = {f['tau']}" + (" (WARNING)" if f["warn"] else "") + ".\n")
     out += ["## Stage times\n", md_table(["stage", "status", "runs", "seconds"],
                                          [[k, v["status"], str(v["runs"]), f"{v['seconds']:.1f}"] for k, v in times.items()])]
     out.append("Exact commands: `commands.sh`; per attempt: `log.jsonl`.\n")
     return "\n".join(out)
 
 
+def selected(a) -> str:
+    return f"a random {a.sample}, seed {a.seed}" if a.sample else f"first {a.train_limit or 'all'}"
+
+
 def write_results(a) -> dict:
-    results = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
-               "table1": table1(a), "table3": {w: table3(a, w) for w in ("training", "generated")},
-               "stages": stage_seconds(a.out)}
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items() if k != "forget"}
+    if a.sweeps:
+        rows = ev.sweep_rows(a, sys.modules[__name__])
+        results = {"config": config, "table2": rows, "stages": stage_seconds(a.out)}
+        (a.out / "sweep.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (a.out / "sweep.md").write_text(f"# Sweep: task {a.task}, model {a.model or 'embedded default'}, "
+                                        f"{a.train_data} ({selected(a)})\n\n" + ev.sweep_markdown(a, sys.modules[__name__], rows),
+                                        encoding="utf-8")
+        return results
+    results = {"config": config, "table1": table1(a), "table3": {w: table3(a, w) for w in ("training", "generated")},
+               "preflight": read_json(a.out / "preflight.json"), "stages": stage_seconds(a.out)}
     (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (a.out / "results.md").write_text(markdown(a, results), encoding="utf-8")
     return results
@@ -325,15 +378,32 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--eval-data", type=Path, default=DATA / "math" / "math500.jsonl")
     ap.add_argument("--train-limit", type=int, default=300, help="first N training problems (0: all)")
     ap.add_argument("--eval-limit", type=int, default=0, help="first N evaluation problems (0: all)")
-    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--sample", type=int, default=0, help="a random sample of N training problems (overrides --train-limit)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample and of the bootstrap intervals")
+    ap.add_argument("--max-new-tokens", type=int, default=512, help="at least 512: shorter responses stop before the answer")
     ap.add_argument("--eval-max-new-tokens", type=int, default=0, help="0: as --max-new-tokens")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threshold", type=float, default=2.5, help="high-PPL threshold (stats and mask-ppl)")
     ap.add_argument("--train-args", default="", help="extra `dasd-local train` options, e.g. '--epochs 1'")
-    ap.add_argument("--verify-args", default="", help="extra `dasd-local verify` options, e.g. '--on-fail keep-reference'")
+    ap.add_argument("--verify-args", default="--on-fail drop", help="extra `dasd-local verify` options, e.g. '--on-fail keep-reference'")
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated subset of {','.join(STRATEGIES)}")
     ap.add_argument("--overlap", action="store_true", help="score generated data for the view-overlap metrics")
     ap.add_argument("--skip-origin", action="store_true", help="do not evaluate the untuned model")
+    ap.add_argument("--sweep", action="append", default=[], metavar="AXIS=V1,V2",
+                    help="Table 2: vary tau, top_k or hard_mode around the defaults (repeatable); runs the sweep alone")
+    ap.add_argument("--data-only", action="store_true", help="generate, verify and measure; no training or evaluation")
+    ap.add_argument("--sweep-train", action="store_true", help="also train and evaluate every sweep variant")
+    ap.add_argument("--per-level", action="store_true", help="Fig. 6: train and evaluate on one level at a time (dasd)")
+    ap.add_argument("--levels", default="1,2,3,4,5", help="levels for --per-level")
+    ap.add_argument("--level-field", default="level", help="record field holding the level")
+    ap.add_argument("--forgetting", action="store_true", help="evaluate the untuned model and every adapter on other tasks")
+    ap.add_argument("--forget-tasks", default="mcq,code", help="tasks for --forgetting (mcq: ARC-Challenge, code: MBPP test)")
+    ap.add_argument("--forget-sample", type=int, default=200, help="random problems per forgetting task (0: all)")
+    ap.add_argument("--forget-max-new-tokens", type=int, default=512)
+    ap.add_argument("--preflight", action="store_true", help="score the gold solutions and warn when the base view "
+                    "gives the answer format's opening tokens p_base < tau")
+    ap.add_argument("--answer-marker", default="\\boxed", help="the answer format's opening text, for --preflight")
+    ap.add_argument("--tau", type=float, default=0.2, help="tau the pre-flight checks against")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce")
     ap.add_argument("--python", default=sys.executable, help="interpreter with dasd-local installed")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (run / skip per stage), run nothing")
@@ -343,6 +413,9 @@ def parse(argv: list[str] | None = None):
     if unknown or not a.strategies:
         ap.error(f"--strategies: unknown {unknown}; expected a subset of {','.join(STRATEGIES)}")
     a.out = a.out.resolve()
+    a.sweeps = ev.parse_sweeps(a.sweep)
+    a.levels = [x.strip() for x in a.levels.split(",") if x.strip()]
+    a.forget = {t: ev.FORGET[t] for t in a.forget_tasks.split(",") if t in ev.FORGET}
     return a
 
 
@@ -356,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = execute(p, a.python)
     write_results(a)
-    print(f"wrote {a.out / 'results.md'} and {a.out / 'results.json'}")
+    name = "sweep" if a.sweeps else "results"
+    print(f"wrote {a.out / (name + '.md')} and {a.out / (name + '.json')}")
     return 1 if rows and rows[-1]["status"] == "failed" else 0
 
 

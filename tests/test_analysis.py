@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -53,8 +54,11 @@ def test_categories_pass_rate_and_levels():
     ]
     out = analysis.summarize(recs)
     a = out["all"]
-    assert a["category_shares"] == {"consistent": 0.4, "reserved": 0.2, "base_selected": 0.2, "hard": 0.2}
-    assert a["filtered_share"] == pytest.approx(0.4)
+    # verdicts present: categories of the verified-correct record only (the paper's count)
+    assert a["category_scope"] == "correct" and a["categorized"] == 2
+    assert a["category_shares"] == {"consistent": 0.5, "reserved": 0.0, "base_selected": 0.0, "hard": 0.5}
+    assert a["filtered_share"] == pytest.approx(0.5)
+    assert a["tokens"] == 5  # token statistics still cover every record
     assert a["judged"] == 3 and a["pass_rate"] == pytest.approx(1 / 3)  # a replaced rewrite failed
     assert list(out["by_level"]) == ["2", "10", "-"]  # numeric order, missing last
     assert out["by_level"]["2"]["records"] == 2 and out["by_level"]["2"]["tokens"] == 2
@@ -162,6 +166,30 @@ def test_category_shares_add_to_100_percent(run):
         assert sum(s["category_shares"].values()) == pytest.approx(1.0)
     cats = [st["category"] for r in records for st in r["steps"]]
     assert stats[0]["all"]["category_shares"]["consistent"] == cats.count("consistent") / len(cats)
+
+
+def test_categories_of_a_verified_file_count_correct_responses_only(run, tmp_path):
+    """The paper counts categories on correctly answered samples: after `verify`, only the
+    verified-correct responses count; an unverified file counts every record."""
+    from dasd_local.verify import VerifyConfig, verify_file
+
+    path, records = run
+    solved = {**records[0], "response": records[0]["response"] + f" $\\boxed{{{records[0]['answer']}}}$"}
+    wrong = {**records[1], "id": "wrong-kept", "correct": False}  # a judged failure that kept its steps
+    inp = tmp_path / "run.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in [solved, *records[1:]]))
+    verify_file(inp, tmp_path / "verified.jsonl", VerifyConfig(on_fail="keep-reference", workers=1))
+    verified = tmp_path / "verified.jsonl"
+    with verified.open("a") as f:
+        f.write(json.dumps(wrong) + "\n")
+    stats, _ = analysis.collect([verified, path])
+    mine, raw = stats[0]["all"], stats[1]["all"]
+    want = Counter(st["category"] for st in records[0]["steps"])
+    assert mine["category_scope"] == "correct" and mine["categorized"] == len(records[0]["steps"])
+    assert mine["category_shares"] == {c: want[c] / len(records[0]["steps"]) for c in analysis.CATEGORIES}
+    assert raw["category_scope"] == "all" and raw["categorized"] == sum(len(r["steps"]) for r in records)
+    res = CliRunner().invoke(_app(), ["stats", str(verified)])
+    assert res.exit_code == 0 and "correct" in res.output
 
 
 def test_scoring_pass_reproduces_recorded_probabilities(run, scored):

@@ -81,8 +81,15 @@ def test_rule_config_is_derived_by_name_and_checked():
     d = C.DecodeConfig(top_k=4, tau=0.3, hard_mode="base", hint_beta=1.0)
     assert d.rule() == C.RuleConfig(top_k=4, tau=0.3, hard_mode="base", hint_beta=1.0)
     for f in dataclasses.fields(C.RuleConfig):  # same default, help and range in both
+        if f.name == "sampling":  # derived from --baseline-form, not set by itself
+            continue
         g = C.field_of(C.DecodeConfig, f.name)
         assert (f.default, f.metadata) == (g.default, g.metadata)
+    assert d.rule().sampling == C.GREEDY
+    published = C.DecodeConfig(strategy="hint", baseline_form="published")
+    assert published.rule().sampling == C.PUBLISHED_SAMPLING["hint"]
+    with pytest.raises(ConfigError, match="--baseline-form"):
+        C.DecodeConfig(strategy="dasd", baseline_form="published")
 
 
 def test_eval_holds_a_base_only_decode_config():

@@ -1,5 +1,6 @@
 """The decode loop against the scripted fake engine: batching, admission, KV bookkeeping."""
 
+import numpy as np
 import pytest
 
 from dasd_local import rules
@@ -131,3 +132,21 @@ def test_speculation_does_not_change_output(strategy):
         b = on[a["id"]]
         assert a["steps"] == b["steps"] and a["stop_step"] == b["stop_step"]
     assert sum(eng.calls) > len(eng.calls) * 6  # drafts really rode along
+
+
+class LoopingEngine(FakeEngine):
+    """Every view predicts (last token + 1) mod 10 with certainty: the text repeats forever."""
+
+    def logits_for(self, history):
+        logits = np.full(self.n_vocab, -30.0, dtype=np.float32)
+        logits[1 + history[-1] % 10] = 30.0
+        return logits
+
+
+def test_published_hint_stops_on_repetition_at_a_multiple_of_100():
+    cfg = DecodeConfig(strategy="hint", baseline_form="published", max_new_tokens=300, batch=2)
+    _, records = run(cfg, problems(2), LoopingEngine())
+    assert [(r["finish_reason"], len(r["response_tokens"])) for r in records] == [("repetition", 100)] * 2
+    assert records[0]["config"]["sampling"]["temperature"] == 0.3
+    _, controlled = run(DecodeConfig(strategy="hint", max_new_tokens=300, batch=2), problems(2), LoopingEngine())
+    assert {(r["finish_reason"], len(r["response_tokens"])) for r in controlled} == {("length", 300)}

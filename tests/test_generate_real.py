@@ -84,8 +84,8 @@ def check_rule(records: dict) -> int:
             chosen = passing[0] if passing else cands[0]
             assert step["token"] == chosen[0]
             assert step["p_base"] == chosen[2] and step["p_ref"] == chosen[1]
-            want = ("consistent" if cands[0][0] == step["argmax_base"] else "reserved") if passing and passing[0] is cands[0] \
-                else ("base_selected" if passing else "hard")
+            want = "consistent" if cands[0][0] == step["argmax_base"] else \
+                "reserved" if passing and passing[0] is cands[0] else "base_selected" if passing else "hard"
             assert step["category"] == want
             assert step["ref_rank"] == cands.index(chosen)
             assert step["argmax_ref"] == cands[0][0]

@@ -99,7 +99,9 @@ def manifest(path):
     Path(path).with_name(Path(path).name.removesuffix(".jsonl") + ".manifest.json").write_text("{}")
 steps = [{"p_base": 0.9}, {"p_base": 0.3}]
 if verb in ("generate", "score"):
-    write(opt("-o"), [{"id": str(i), "strategy": opt("--strategy") or "gold", "level": 1 + i, "steps": steps} for i in range(3)])
+    n = int(opt("--sample") or 3)
+    steps = [{"p_base": 0.9, "category": "consistent"}, {"p_base": float(opt("--tau") or 0.3), "category": "hard"}]
+    write(opt("-o"), [{"id": str(i), "strategy": opt("--strategy") or "gold", "level": 1 + i, "steps": steps} for i in range(n)])
     manifest(opt("-o"))
 elif verb == "verify":
     if FAIL in args[1]:
@@ -113,9 +115,9 @@ elif verb == "eval":
     Path(opt("-o")).mkdir(parents=True, exist_ok=True)
     (Path(opt("-o")) / "summary.json").write_text(json.dumps({"score": 0.5, "n": 2, "by_level": {"1": {"score": 1.0}}}))
 elif verb == "stats":
-    from dasd_local.analysis import collect, write_json
+    from dasd_local.stats import report
     files = [Path(p) for p in args[1:args.index("--threshold")]]
-    write_json(collect(files)[0], Path(opt("--json")))
+    report(files, 2.5, json_out=Path(opt("--json")))
 '''
 
 
@@ -159,7 +161,7 @@ def test_run_resume_and_results(rp, tmp_path, fake):
     assert results["table3"]["training"]["sft"]["tokens"] == 6
     assert results["stages"]["verify/dasd"]["runs"] == 2
     md = (out / "results.md").read_text()
-    assert "## Table 1" in md and "| dasd | 1 of 3 generated | 50.00% (n=2) | 100.00% |" in md
+    assert "## Table 1" in md and "| dasd | 1 of 3 generated (yield 33.33%) | 50.00% (n=2) | 100.00% |" in md
     assert "## Table 3" in md and "| sft | 6 | 50.00% |" in md
 
 
@@ -172,3 +174,48 @@ def test_table1_counts_gold_replacements(rp, tmp_path):
 
 def args_list(tmp_path, extra):
     return ["--out", tmp_path / "out", "--train-limit", "3", "--eval-limit", "2", *extra]
+
+
+def test_two_value_sweep_on_4_problems_writes_both_rows(rp, tmp_path, fake):
+    runner, log, _ = fake
+    argv = ["--out", tmp_path / "out", "--sample", "4", "--seed", "3", "--sweep", "tau=0.2,0.5", "--python", runner]
+    assert rp.main(list(map(str, argv))) == 0
+    calls = [line for line in log.read_text().splitlines() if line.startswith("generate")]
+    assert len(calls) == 2 and all("--sample 4 --seed 3" in c for c in calls) and "--tau 0.5" in calls[1]
+    out = tmp_path / "out"
+    rows = json.loads((out / "sweep.json").read_text())["table2"]
+    assert list(rows) == ["default", "tau=0.5"]
+    assert rows["default"]["high_ppl_ratio"] == 0.5 and rows["tau=0.5"]["high_ppl_ratio"] == 0.0  # fake: p = tau
+    assert rows["default"]["generated"] == 4 and rows["default"]["verified_share"] == 0.25
+    assert rows["tau=0.5"]["category_shares"]["hard"] == 0.5 and "--tau 0.5" in rows["tau=0.5"]["command"]
+    ci = rows["default"]["high_ppl_ci"]
+    assert ci["lo"] <= 0.5 <= ci["hi"]
+    md = (out / "sweep.md").read_text()
+    assert "## Table 2" in md and "| default |" in md and "| tau=0.5 |" in md
+
+
+def test_sweep_variants_vary_one_axis_around_the_defaults(rp):
+    import evidence_stages as ev
+
+    sweeps = ev.parse_sweeps(["tau=0.1,0.2,0.25", "top_k=3,6,9", "hard_mode=ref,base"])
+    names = [n for n, _ in ev.variants(sweeps)]
+    assert names == ["default", "tau=0.1", "tau=0.25", "top_k=3", "top_k=9", "hard_mode=base"]
+    with pytest.raises(SystemExit):
+        ev.parse_sweeps(["temperature=1"])
+
+
+def test_levels_split_and_forgetting_stages(rp, tmp_path):
+    import evidence_stages as ev
+
+    src = tmp_path / "v.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "level": lv}) + "\n" for i, lv in enumerate([1, 2, "Level 2", 5])))
+    ev.split_levels(src, tmp_path / "lv", ["1", "2", "3"])
+    assert [rp.count_lines(tmp_path / "lv" / f"L{x}.jsonl") for x in "123"] == [1, 2, 0]
+    p = rp.plan(args(rp, tmp_path, "--strategies", "dasd", "--per-level", "--forgetting", "--preflight"))
+    order = names(p)
+    assert order.index("verify/dasd") < order.index("levels/split") < order.index("levels/L5/train")
+    assert {"forget/mcq/origin", "forget/mcq/dasd", "forget/code/dasd", "preflight"} <= set(order)
+    data_only = names(rp.plan(args(rp, tmp_path, "--strategies", "dasd,hint", "--data-only")))
+    assert not any(n.startswith(("train/", "eval/")) for n in data_only) and "stats/generated" in data_only
+    forget = {s.name: s for s in p.stages}["forget/code/dasd"]
+    assert forget.args[-2:] == ["--adapter", str(tmp_path / "out" / "train" / "dasd" / "adapter.gguf")]

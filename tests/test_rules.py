@@ -77,11 +77,23 @@ def test_top_k_limits_candidates():
     assert (tok, cat) == (3, BASE_SELECTED)
 
 
-def test_agreeing_argmax_below_tau_is_not_consistent():
-    flat = np.full(V, 1.0 / V) + np.eye(V)[4] * 0.05  # argmax 4 with p < tau
+def test_shared_top1_below_tau_is_consistent():
+    """Paper Section 5.4.3: the top-1 of both views is consistent even when p_B < tau."""
+    flat = np.full(V, 1.0 / V) + np.eye(V)[4] * 0.05  # base argmax 4 with p < tau
     pr = dist({4: 0.9})
-    picks, tok, cat = one("dasd", flat, pr)
-    assert cat == HARD and tok == 4
+    for mode in ("ref", "base"):
+        picks, tok, cat = one("dasd", flat, pr, hard_mode=mode)
+        assert (tok, cat) == (4, CONSISTENT)
+        assert picks.p_base[0] < 0.2
+
+
+def test_no_candidate_passing_and_different_top1_is_hard():
+    pb = dist({4: 0.15, 7: 0.14}, v=40)  # base top-1 4, below tau
+    pr = dist({7: 0.9}, v=40)
+    _, tok, cat = one("dasd", pb, pr, hard_mode="ref")
+    assert (tok, cat) == (7, HARD)
+    _, tok, cat = one("dasd", pb, pr, hard_mode="base")
+    assert (tok, cat) == (4, HARD)
 
 
 def test_greedy_strategies():
@@ -134,3 +146,55 @@ def test_rows_are_independent_and_vectorized():
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="strategy"):
         choose("beam", np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), RuleConfig())
+
+
+# ---- the published forms' sampling and repetition stop ------------------------------------
+
+def test_nucleus_keeps_the_published_prefix():
+    scores = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    hd = rules.Sampling(temperature=0.3, top_p=0.85, top_p_first=True)  # mass before 0.15 is 0.8: kept
+    order, p = rules.sampling_probs(scores, hd)
+    assert order.tolist() == [[0, 1, 2, 3]] and (p[0] > 0).tolist() == [True, True, True, False]
+    want = np.array([0.5, 0.3, 0.15]) ** (1 / 0.3)  # temperature applied after the cut
+    assert p[0, :3] == pytest.approx(want / want.sum())
+    hf = rules.Sampling(temperature=1.0, top_p=0.75)  # mass before 0.15 is 0.8: cut
+    assert (rules.sampling_probs(scores, hf)[1][0] > 0).tolist() == [True, True, False, False]
+    top2 = rules.Sampling(temperature=1.0, top_k=2)
+    assert rules.sampling_probs(scores, top2)[1][0] == pytest.approx([0.625, 0.375, 0, 0])
+
+
+def test_seeded_sampling_repeats_and_follows_the_distribution():
+    scores = np.log(np.tile([0.6, 0.3, 0.1], (4, 1)))
+    s = rules.Sampling(temperature=1.0)
+
+    def draws(seed):
+        rngs = [np.random.default_rng([seed, row]) for row in range(4)]
+        return np.stack([rules.sample(scores, s, rngs) for _ in range(3000)])
+
+    a = draws(7)
+    assert np.array_equal(a, draws(7)) and not np.array_equal(a, draws(8))
+    freq = np.bincount(a.ravel(), minlength=3) / a.size
+    assert freq == pytest.approx([0.6, 0.3, 0.1], abs=0.02)
+    with pytest.raises(ValueError, match="one random generator per row"):
+        rules.sample(scores, s, None)
+
+
+def test_sampled_strategies_and_greedy_dasd():
+    pr, pb = dist({5: 0.7}), dist({2: 0.6})
+    cfg = RuleConfig(sampling=rules.Sampling(temperature=1e-3))  # near-greedy sampling
+    rng = [np.random.default_rng(0)]
+    assert int(choose("self-distill", logits_from_probs([pb]), logits_from_probs([pr]), cfg, rngs=rng).token[0]) == 5
+    assert int(choose("base", logits_from_probs([pb]), logits_from_probs([pr]), cfg, rngs=rng).token[0]) == 2
+    with pytest.raises(ValueError, match="dasd is defined greedy"):
+        choose("dasd", logits_from_probs([pb]), logits_from_probs([pr]), cfg, rngs=rng)
+
+
+def test_repetition_stop_as_published():
+    loop = list(range(30))
+    assert not rules.repeats(loop * 5)  # the scan leaves out the last window, as published
+    assert rules.repeats(loop * 5 + [99])
+    assert not rules.repeats(list(range(200)))
+    long = [7] * 10 + loop * 5 + [8] * 40  # 200 tokens; the loop's windows occur 5 times by 160
+    assert rules.repeats(long[:190]) and not rules.repetition_stop(long[:190])  # only at multiples of 100
+    assert rules.repetition_stop(long) and not rules.repetition_stop(long[:100])
+    assert rules.repetition_stop([5] * 100) and not rules.repetition_stop([5] * 99)

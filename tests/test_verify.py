@@ -131,3 +131,41 @@ def test_cli_prints_a_table_and_errors_as_one_line(tmp_path, data_dir, monkeypat
     assert f"{inp}:5: malformed JSON" in err
     code, out, err = run_cli(monkeypatch, capsys, "verify", inp, "-o", tmp_path / "out.jsonl", "--task", "physics")
     assert code == 1 and err.strip().splitlines() == ["error: --task physics is not allowed: expected one of math, code, mcq"]
+
+
+def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir, model_path):
+    """verify -> train_data: a wrong rewrite cut at max_new_tokens (`length`) is replaced by
+    the gold solution, which is complete, so training must still teach it to stop."""
+    from dasd_local.train import TrainConfig
+    from dasd_local.train_data import prepare_examples, read_records
+
+    rows = [json.loads(line) for line in (data_dir / "math" / "math500.jsonl").open()][:4]
+    records = [{**r, "question": row["problem"], "finish_reason": "length", "steps": [{"p_base": 0.5}] * 3}
+               for r, row in zip(math_records(data_dir, 4), rows)]
+    inp = write_jsonl(tmp_path / "in.jsonl", records)
+    verify_file(inp, tmp_path / "out.jsonl", VerifyConfig(on_fail="keep-reference", workers=1))
+    kept = read_jsonl(tmp_path / "out.jsonl")
+    gold = [r for r in kept if r["response_source"] == "reference"]
+    assert len(gold) == 2 and all(r["finish_reason"] == "stop" and r["rejected_finish_reason"] == "length" for r in gold)
+    recs, report = read_records(tmp_path / "out.jsonl")
+    cfg = TrainConfig(data=str(tmp_path / "out.jsonl"), out="o", max_length=1024, threads=1)
+    examples = prepare_examples(recs, model_path, cfg, report)
+    for rec, ex in zip(recs, examples):
+        ends = ex.labels[-1] == 2  # <|im_end|>, SmolLM2's end of an assistant turn
+        assert ends == (rec["response_source"] == "reference"), rec["id"]  # generated ones were cut
+
+
+def test_published_sdft_rewrites_must_pass_its_phrase_filter(tmp_path, data_dir):
+    """A correct rewrite that mentions "the reference answer" fails SDFT's published filter
+    and is replaced by the gold solution (--on-fail keep-reference), as gen_distilled_data.py does."""
+    records = math_records(data_dir, 4)[::2]  # both answer correctly
+    chatty = {**records[0], "strategy": "self-distill", "config": {"baseline_form": "published"},
+              "response": "As the reference answer shows, " + records[0]["response"]}
+    controlled = {**chatty, "id": "controlled", "config": {"baseline_form": "controlled"}}
+    inp = write_jsonl(tmp_path / "in.jsonl", [chatty, controlled, {**records[1], "strategy": "self-distill",
+                                                                    "config": {"baseline_form": "published"}}])
+    report = verify_file(inp, tmp_path / "out.jsonl", VerifyConfig(on_fail="keep-reference", workers=1))
+    first, second, third = read_jsonl(tmp_path / "out.jsonl")
+    assert first["response_source"] == "reference" and "SDFT filter" in first["verify_detail"]
+    assert second["response_source"] == third["response_source"] == "generated"  # controlled form: no filter
+    assert report.replaced == 1

@@ -30,11 +30,21 @@ class Verdict:
 
 @dataclass(frozen=True)
 class FieldMap:
-    """Dataset column names; None means the task's default."""
+    """Dataset column names; None means the task's default. `answer`, `choices` and
+    `tests` name the gold columns verification needs (math: answer; mcq: answerKey and
+    choices; code: test_list); records carry them under the task's own names, so
+    `verify` needs no column options."""
 
     id: str | None = None
     question: str | None = None
     reference: str | None = None
+    answer: str | None = None
+    choices: str | None = None
+    tests: str | None = None
+
+    def option(self, slot: str) -> str:
+        """The CLI option that sets a slot: 'question' -> '--question-field'."""
+        return f"--{slot}-field"
 
 
 REFERENCE_ASK = (
@@ -58,6 +68,8 @@ class Task:
     question_field = "question"
     reference_field = "solution"
     gold_fields: tuple[str, ...] = ()  # required for verification
+    gold_slots: dict[str, str] = {}  # gold field -> the FieldMap slot that renames its column
+    required_gold: tuple[str, ...] = ()  # gold fields a dataset row must have to be decoded
     meta_fields: tuple[str, ...] = ()  # kept when present (level, subject ...)
     reference_ask = REFERENCE_ASK  # how the reference view presents the gold solution
 
@@ -82,9 +94,24 @@ class Task:
     def reference(self, row: dict, fields: FieldMap) -> str:
         return str(row[fields.reference or self.reference_field])
 
+    def column(self, name: str, fields: FieldMap) -> str:
+        """The data's column for gold field `name` (its own name unless a slot renames it)."""
+        slot = self.gold_slots.get(name)
+        return (getattr(fields, slot) if slot else None) or name
+
+    def slots(self, fields: FieldMap) -> dict[str, str]:
+        """Column -> the FieldMap slot naming it, for every column a row must have: the
+        question, the reference, the task's required gold fields and any column named by an option."""
+        out = {fields.question or self.question_field: "question"}
+        for name, slot in self.gold_slots.items():
+            if name in self.required_gold or getattr(fields, slot):
+                out.setdefault(self.column(name, fields), slot)
+        out.setdefault(fields.reference or self.reference_field, "reference")
+        return out
+
     def required(self, fields: FieldMap) -> list[str]:
         """Columns a row must have."""
-        return [fields.question or self.question_field, fields.reference or self.reference_field]
+        return list(self.slots(fields))
 
     def base_user(self, problem: Problem) -> str:
         """The base view's user message: question and answer-format instruction."""
@@ -95,8 +122,10 @@ class Task:
         two views share the longest possible token prefix."""
         return self.base_user(problem) + "\n\n" + self.reference_ask.format(reference=problem.reference)
 
-    def keep(self, row: dict) -> dict:
-        return {k: row[k] for k in (*self.gold_fields, *self.meta_fields) if k in row}
+    def keep(self, row: dict, fields: FieldMap = FieldMap()) -> dict:
+        """Gold and meta fields to carry into records, under the task's own names."""
+        names = (*self.gold_fields, *self.meta_fields)
+        return {k: row[self.column(k, fields)] for k in names if self.column(k, fields) in row}
 
     def verify(self, response: str, fields: dict) -> Verdict:
         raise NotImplementedError

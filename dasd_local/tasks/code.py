@@ -62,6 +62,8 @@ class CodeTask(Task):
     question_field = "text"
     reference_field = "code"
     gold_fields = ("test_list",)
+    gold_slots = {"test_list": "tests"}
+    required_gold = ("test_list",)
     meta_fields = ("test_setup_code", "challenge_test_list", "test_imports")
     reference_ask = (
         "Here is a reference solution:\n\n```python\n{reference}\n```\n\n"
@@ -78,14 +80,11 @@ class CodeTask(Task):
 
     def question(self, row: dict, fields: FieldMap) -> str:
         text = super().question(row, fields).strip()
-        tests = row.get("test_list") or []
+        tests = row.get(self.column("test_list", fields)) or []
         return f"{text}\n\nYour code should pass this test:\n\n{tests[0].strip()}" if tests else text
 
     def reference(self, row: dict, fields: FieldMap) -> str:
         return super().reference(row, fields).replace("\r\n", "\n").strip()
-
-    def required(self, fields: FieldMap) -> list[str]:
-        return [*super().required(fields), "test_list"]
 
     def verify(self, response: str, fields: dict) -> Verdict:
         tests = fields.get("test_list")

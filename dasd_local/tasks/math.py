@@ -17,7 +17,7 @@ import threading
 from decimal import Decimal
 from typing import Iterable, Iterator
 
-from .base import Task, Verdict
+from .base import FieldMap, Task, Verdict
 from .guard import Guard, GuardCrash, GuardTimeout
 
 MV_SECONDS = 5  # math-verify's own (SIGALRM) limit per parse/comparison, inside a worker
@@ -170,6 +170,7 @@ class MathTask(Task):
     question_field = "problem"
     reference_field = "solution"
     gold_fields = ("answer",)
+    gold_slots = {"answer": "answer"}
     meta_fields = ("level", "subject", "type")
 
     def __init__(self, workers: int | None = None):
@@ -183,10 +184,12 @@ class MathTask(Task):
         self.answer_marker = b"\\boxed{" if self.answer_format == "boxed" else b"answer is"
         return self
 
-    def keep(self, row: dict) -> dict:
-        kept = super().keep(row)
-        if kept.get("answer") is None and row.get("solution"):
-            kept["answer"] = last_boxed(str(row["solution"]))
+    def keep(self, row: dict, fields: FieldMap = FieldMap()) -> dict:
+        kept = super().keep(row, fields)
+        solution = row.get(fields.reference or self.reference_field)
+        if kept.get("answer") is None and solution:
+            said = answer_phrase(str(solution)) if self.answer_format == "answer-is" else None
+            kept["answer"] = last_boxed(str(solution)) or said
         level = re.fullmatch(r"Level (\d)", str(kept.get("level")))  # the hub copies say "Level 3"
         if level:
             kept["level"] = int(level.group(1))

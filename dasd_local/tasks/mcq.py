@@ -76,6 +76,8 @@ class McqTask(Task):
     question_field = "question"
     reference_field = "answerKey"
     gold_fields = ("answerKey", "choices")
+    gold_slots = {"answerKey": "answer", "choices": "choices"}
+    required_gold = ("answerKey", "choices")
     reference_ask = (
         "You are told the correct answer: {reference}\n\n"
         "Now explain step by step, in your own words, why it is correct, and finish with "
@@ -83,19 +85,22 @@ class McqTask(Task):
     )
 
     def question(self, row: dict, fields: FieldMap) -> str:
-        return f"{super().question(row, fields).strip()}\n\n{format_choices(row['choices'])}"
+        return f"{super().question(row, fields).strip()}\n\n{format_choices(row[self.column('choices', fields)])}"
 
     def reference(self, row: dict, fields: FieldMap) -> str:
         if fields.reference:  # a column of worked explanations, when the data has one
             return str(row[fields.reference])
-        key, choices = str(row["answerKey"]), row["choices"]
+        key, choices = str(row[self.column("answerKey", fields)]), row[self.column("choices", fields)]
         labels = choice_labels(choices)
         if key not in labels:
             raise InputError(f"answerKey {key!r} is not one of the labels {labels}")
         return f"The answer is ({key}) {choices['text'][labels.index(key)]}."
 
-    def required(self, fields: FieldMap) -> list[str]:
-        return list(dict.fromkeys([*super().required(fields), "answerKey", "choices"]))
+    def slots(self, fields: FieldMap) -> dict[str, str]:
+        out = super().slots(fields)
+        if not fields.reference and out.get(self.reference_field) == "reference":
+            del out[self.reference_field]  # the reference is written from answerKey and choices
+        return out
 
     def verify(self, response: str, fields: dict) -> Verdict:
         gold, choices = fields.get("answerKey"), fields.get("choices")

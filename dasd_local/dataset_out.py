@@ -1,0 +1,275 @@
+"""`dasd-local export`: verified records out to other tools' formats, with a dataset card.
+
+Formats (each under -o DIR, with README.md, the dataset card):
+- hf: a `datasets` dataset (`save_to_disk`; `datasets.load_from_disk(DIR)`);
+- parquet: `data/train-00000-of-00001.parquet`, the hub's layout;
+- prompt-completion: TRL's conversational prompt/completion JSONL (`train.jsonl`);
+- messages: TRL's conversational `messages` JSONL (`train.jsonl`);
+- sharegpt: `train.json` (`conversations` of `from`/`value` turns, `system`) and the
+  `dataset_info.json` entry LLaMA-Factory reads; Axolotl reads the same file.
+hf and parquet keep every provenance column (strategy, config, per-token steps with
+categories and probabilities; a step's candidates become {token, p_ref, p_base}) after
+the training column `messages`.
+
+Only kept records are exported: those with `correct` true (verify's output); a record
+with `correct` false is dropped and counted, and a record never verified is an error.
+Chat turns are the base view's own: the optional system prompt of the run, the task's
+user message, the response; rendered through the model's chat template they give the
+record's `base_prompt` again. Knows the record layout and the formats; the card lives
+in card.py; knows nothing about models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import check_fields, one_of, setting
+from .errors import ConfigError, DasdError, InputError
+from .records import read_jsonl, sidecar
+
+FORMATS = ("hf", "parquet", "prompt-completion", "messages", "sharegpt")
+
+SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}  # LLaMA-Factory's default tags
+MARKER = "<!-- written by dasd-local export -->"  # a directory holding it may be replaced
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`export`: kept records to another tool's format, with a dataset card."""
+
+    paths: tuple = setting((), "Verified records (`dasd-local verify` output).", lambda v: len(v) > 0,
+                           "at least one RUN.jsonl")
+    format: str = setting("hf", "hf | parquet | prompt-completion | messages | sharegpt", *one_of(*FORMATS),
+                          flag="--format")
+    out: Path = setting(Path("dasd-export"), "Output directory: the data files and README.md, the dataset card.",
+                        flag="--out")
+    push_to_hub: str | None = setting(None, "Also upload to this hub dataset repo (owner/name; the hub extra and a "
+                                      "token).", lambda v: v.count("/") == 1, "owner/name", flag="--push-to-hub")
+    license: str | None = setting(None, "Licence of the source data for the card (default: known for math, mbpp, "
+                                  "arc_challenge, the demo set).", flag="--license")
+    command: str = setting("", "The exact command line, for the card.")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+class HubError(DasdError):
+    """The hub push failed; the export itself is on disk."""
+
+
+@dataclass
+class Source:
+    """One input file: its kept records and what the pipeline left out before them."""
+
+    path: Path
+    records: int = 0
+    kept: list[dict] = field(default_factory=list)
+    dropped: int = 0  # correct false in this file
+    dropped_by_verify: int = 0  # wrong rewrites `verify --on-fail drop` already left out
+    malformed: list[str] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)  # the generation manifest, where found
+    verify: dict = field(default_factory=dict)  # verify's manifest, where found
+
+    @property
+    def system(self) -> str | None:
+        return (self.manifest.get("run") or {}).get("system")
+
+
+def _manifests(path: Path) -> tuple[dict, dict]:
+    """(generation manifest, verify manifest) beside a file; verify's carries its source's."""
+    p = sidecar(path, "manifest.json")
+    if not p.is_file():
+        return {}, {}
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{p}: not valid JSON ({e.msg}, line {e.lineno}); move it away to export without it") from None
+    if m.get("verb") == "verify":
+        return m.get("source_manifest") or {}, m
+    return m, {}
+
+
+def read_source(path: Path) -> Source:
+    """Kept records of one file; a record never verified is an error naming it."""
+    records, malformed = read_jsonl(Path(path))
+    src = Source(Path(path), records=len(records), malformed=malformed)
+    src.manifest, src.verify = _manifests(Path(path))
+    src.dropped_by_verify = (src.verify.get("counts") or {}).get("dropped", 0)
+    for n, rec in enumerate(records):
+        if "correct" not in rec:
+            raise InputError(f"{path}: record {rec.get('id', n)!r} has no field 'correct' "
+                             f"(not verified): run `dasd-local verify {path} -o KEPT.jsonl` first")
+        for key in ("task", "question", "response"):
+            if rec.get(key) is None:
+                raise InputError(f"{path}: record {rec.get('id', n)!r} has no field {key!r}")
+        if rec["correct"] is True:
+            src.kept.append(rec)
+        else:
+            src.dropped += 1
+    return src
+
+
+def conversation(record: dict, system: str | None) -> list[dict]:
+    """The base view's chat turns and the response (the roles the chat template renders)."""
+    from .tasks import Problem, get_task
+
+    user = get_task(record["task"]).base_user(Problem(str(record["id"]), record["question"], ""))
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [{"role": "user", "content": user}, {"role": "assistant", "content": record["response"]}]
+
+
+def _typed_step(step: dict) -> dict:
+    """A step with its candidates as {token, p_ref, p_base} (a JSON triple mixes int and float)."""
+    if not step.get("candidates"):
+        return step
+    cands = [{"token": int(t), "p_ref": pr, "p_base": pb} for t, pr, pb in step["candidates"]]
+    return {**step, "candidates": cands}
+
+
+def full_row(record: dict, system: str | None) -> dict:
+    """hf / parquet: the training column first, then every field of the record."""
+    row = {"messages": conversation(record, system), **record}
+    if row.get("steps"):
+        row["steps"] = [_typed_step(s) for s in row["steps"]]
+    return row
+
+
+def light_meta(record: dict) -> dict:
+    return {k: record.get(k) for k in ("id", "task", "strategy", "response_source")}
+
+
+def trl_row(record: dict, system: str | None, fmt: str) -> dict:
+    turns = conversation(record, system)
+    if fmt == "messages":
+        return {"messages": turns, **light_meta(record)}
+    return {"prompt": turns[:-1], "completion": turns[-1:], **light_meta(record)}
+
+
+def sharegpt_row(record: dict, system: str | None) -> dict:
+    turns = [{"from": SHAREGPT_ROLES[t["role"]], "value": t["content"]}
+             for t in conversation(record, system) if t["role"] != "system"]
+    return {"conversations": turns, "system": system or "", **light_meta(record)}
+
+
+def columns_aligned(rows: list[dict]) -> list[dict]:
+    """Every row with every column, in first-seen order (datasets takes the first row's keys)."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in names} for r in rows]
+
+
+def arrow_table(rows: list[dict]):
+    """A pyarrow table of the rows; a column whose values have no common type (e.g. a level
+    that is 3 in one file and "Level ?" in another) is stored as JSON text instead."""
+    import pyarrow as pa
+
+    rows = columns_aligned(rows)
+    names = list(rows[0]) if rows else []
+    arrays, as_json = [], []
+    for name in names:
+        values = [r[name] for r in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays.append(pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values]))
+            as_json.append(name)
+    return pa.table(dict(zip(names, arrays))), as_json
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def write_format(fmt: str, pairs: list[tuple[dict, str | None]], out: Path) -> dict:
+    """Write the rows of `fmt` into `out`; returns {'files': [...], 'json_columns': [...]}."""
+    if fmt in ("hf", "parquet"):
+        import datasets
+
+        datasets.disable_progress_bars()
+        table, as_json = arrow_table([full_row(r, s) for r, s in pairs])
+        ds = datasets.Dataset(table)
+        if fmt == "hf":
+            ds.save_to_disk(str(out))
+            return {"files": sorted(p.name for p in out.iterdir()), "json_columns": as_json}
+        (out / "data").mkdir()
+        ds.to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+        return {"files": ["data/train-00000-of-00001.parquet"], "json_columns": as_json}
+    if fmt == "sharegpt":
+        rows = [sharegpt_row(r, s) for r, s in pairs]
+        (out / "train.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        info = {"dasd": {"file_name": "train.json", "formatting": "sharegpt",
+                         "columns": {"messages": "conversations", "system": "system"},
+                         "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human",
+                                  "assistant_tag": "gpt", "system_tag": "system"}}}
+        (out / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return {"files": ["train.json", "dataset_info.json"], "json_columns": []}
+    _write_jsonl(out / "train.jsonl", [trl_row(r, s, fmt) for r, s in pairs])
+    return {"files": ["train.jsonl"], "json_columns": []}
+
+
+def _check_target(out: Path, inputs: tuple[Path, ...]) -> None:
+    """Never overwrite anything but an earlier export (its README.md carries the marker)."""
+    if any(out.resolve() == Path(p).resolve().parent for p in inputs) and out.exists():
+        raise ConfigError(f"-o {out} holds an input file: choose an empty or new directory")
+    if out.is_file():
+        raise ConfigError(f"-o {out} is a file: expected a directory")
+    if out.is_dir() and any(out.iterdir()):
+        card = out / "README.md"
+        if not (card.is_file() and MARKER in card.read_text(encoding="utf-8", errors="replace")):
+            raise ConfigError(f"-o {out} is not empty and is no earlier export: choose an empty or new directory")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished `tmp` (the old export stays until the new one is whole)."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export(cfg: ExportConfig) -> dict:
+    """Write the kept records of every input in `cfg.format` with a card; push when asked.
+    Returns a summary (counts, files, the card's numbers); a failed push raises HubError
+    after everything is on disk."""
+    from .card import card_text, card_facts
+
+    out = Path(cfg.out)
+    _check_target(out, cfg.paths)
+    sources = [read_source(Path(p)) for p in cfg.paths]
+    pairs = [(r, s.system) for s in sources for r in s.kept]
+    if not pairs:
+        raise InputError(f"nothing to export: no record of {', '.join(str(p) for p in cfg.paths)} has correct = true")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    written = write_format(cfg.format, pairs, tmp)
+    facts = card_facts(cfg, sources, written)
+    (tmp / "README.md").write_text(card_text(facts, MARKER), encoding="utf-8")
+    _swap_in(tmp, out)
+    summary = {"out": str(out), "format": cfg.format, "files": ["README.md", *written["files"]], **facts["counts"]}
+    if cfg.push_to_hub:
+        push(out, cfg.push_to_hub)
+        summary["pushed"] = cfg.push_to_hub
+    return summary
+
+
+def push(folder: Path, repo: str) -> None:
+    """Upload the export folder as a hub dataset repo (the `hub` extra and a token)."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise HubError(f"--push-to-hub needs `pip install 'dasd-local[hub]'`; the export is in {folder}") from None
+    try:
+        api = HfApi()
+        api.create_repo(repo, repo_type="dataset", exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="dataset")
+    except Exception as e:  # network, auth, hub errors: one line, the local copy stays
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HubError(f"push to {repo} failed ({type(e).__name__}: {why}); the card and files are in {folder}") from None
