@@ -106,9 +106,11 @@ def iter_rows(source: str | Path, split: str = "train") -> tuple[Iterator[tuple[
 
 
 def passthrough(row: dict, task: Task, fields: FieldMap) -> dict:
-    """The row's columns for the record: all but the question and reference columns (the
-    record holds them as `question` and `reference_solution`), then the task's gold fields."""
-    used = {fields.question or task.question_field, fields.reference or task.reference_field}
+    """The row's columns for the record: all but those the task reads (the record holds them
+    as `id`, `question`, `reference_solution` and its gold fields under the task's names)."""
+    used = {fields.id or task.id_field, fields.question or task.question_field, fields.reference or task.reference_field,
+            *task.slots(fields),
+            *(task.column(k, fields) for k in (*task.gold_fields, *task.meta_fields))}
     out = {(f"input_{k}" if k in RECORD_KEYS else k): v for k, v in row.items() if k not in used}
     return {**out, **task.keep(row, fields)}
 
