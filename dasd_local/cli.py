@@ -282,11 +282,15 @@ def train(
     merged: Optional[str] = opt(C.TrainConfig, "merged"),
     threads: Optional[int] = opt(C.TrainConfig, "threads"),
 ) -> None:
-    """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter."""
+    """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter.
+
+    Several processes: `torchrun --nproc_per_node N -m dasd_local train ...` or `accelerate launch -m dasd_local train ...`."""
     from .train import train as run_train
 
     args = dict(locals())
     m = run_train(_pick(C.TrainConfig, {**args, "data": str(data), "out": str(out)}))
+    if m is None:  # another process of a torchrun / accelerate launch run: the main one reports
+        return
     loss = f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}" if m["steps"] else "no steps"
     typer.echo(f"trained {m['steps']} steps ({m['backend']}): {loss}, {m['tokens_per_s']} tok/s")
     typer.echo(f"adapter: {m['adapter_gguf']} (llama.cpp, use with --adapter) and {m['adapter']} (PEFT)")

@@ -365,7 +365,7 @@ class TrainConfig:
     schedule: str = setting("cosine", "Decay after warmup: cosine | linear.", *one_of("cosine", "linear"),
                             flag="--schedule")
     epochs: int = setting(3, "Passes over the data.", *AT_LEAST_1, flag="--epochs")
-    batch_size: int = setting(4, "Records per micro-batch.", *AT_LEAST_1, flag="--batch-size")
+    batch_size: int = setting(4, "Records per micro-batch (per process).", *AT_LEAST_1, flag="--batch-size")
     grad_accum: int = setting(4, "Micro-batches per optimizer step.", *AT_LEAST_1, flag="--grad-accum")
     max_length: int = setting(2048, "Longest prompt + response in tokens (longer responses are cut).",
                               lambda v: v >= 8, ">= 8", flag="--max-length")

@@ -1,19 +1,23 @@
 """`dasd-local train`: LoRA fine-tuning on kept records, Unsloth on CUDA, PEFT on CPU.
 
-Knows the run directory and the loop around the model:
+Knows the run directory and the steps around the trainer:
 
     RUN_DIR/config.json          resolved TrainConfig, backend, data counts (written first)
     RUN_DIR/train_log.jsonl      one line per optimizer step: loss, lr, tokens/s
-    RUN_DIR/checkpoints/step-N/  PEFT adapter + trainer_state.pt (optimizer, schedule, RNG)
+    RUN_DIR/checkpoints/checkpoint-N/  the Trainer's checkpoint: PEFT adapter, optimizer,
+                                 schedule, RNG and trainer state (written last)
     RUN_DIR/adapter/             the final PEFT adapter
     RUN_DIR/adapter.gguf         the same adapter for llama.cpp (`--adapter`)
     RUN_DIR/merged-f16.gguf      with --merged: a standalone model (llama-quantize can shrink it)
     RUN_DIR/manifest.json        written last: counts, losses, speed, versions, base sha256
 
-Every file is written to a temporary name and renamed (the log is append-only, and cut
-back to the checkpoint on --resume). The data order is a pure function of the seed and
-the RNG state is checkpointed, so a resumed run repeats the uninterrupted one. Records
--> ids/labels live in train_data.py, torch in train_model.py, GGUF export in export.py.
+Runs as one process or several (`torchrun` / `accelerate launch`): every process checks
+the input and trains; only the main process (rank 0) tokenizes, writes the run directory
+and exports. Our files are written to a temporary name and renamed (the log is
+append-only, and cut back to the checkpoint on --resume); a checkpoint counts only once
+the Trainer has written its trainer_state.json, its last file, so --resume never starts
+from a half-written one. Records -> ids/labels live in train_data.py, the model and the
+loss math in train_model.py, the Trainer in train_loop.py, GGUF export in export.py.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,18 +44,21 @@ def _write_json(path: Path, obj) -> None:
 
 
 def latest_checkpoint(run: Path) -> Path | None:
-    found = sorted((run / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
+    """The newest complete checkpoint (the Trainer writes trainer_state.json last)."""
+    done = [p for p in (run / "checkpoints").glob("checkpoint-*[0-9]") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def open_run(run: Path, cfg: TrainConfig) -> Path | None:
+def open_run(run: Path, cfg: TrainConfig, create: bool = True) -> Path | None:
     """The checkpoint to resume from (None: start at step 0). A fresh run never overwrites
-    another; a resumed one must have been started with the same training settings."""
+    another; a resumed one must have been started with the same training settings.
+    Only checks (every process does) and, with `create`, makes the directory."""
     saved = run / "config.json"
     if not cfg.resume:
         if saved.exists():
             raise ConfigError(f"{run} already holds a training run: add --resume to continue it, or choose another -o")
-        run.mkdir(parents=True, exist_ok=True)
+        if create:
+            run.mkdir(parents=True, exist_ok=True)
         return None
     if not saved.exists():
         raise InputError(f"{run}: no training run to resume (no config.json)")
@@ -61,129 +69,7 @@ def open_run(run: Path, cfg: TrainConfig) -> Path | None:
     return latest_checkpoint(run)  # None: stopped before its first checkpoint, so start over
 
 
-def save_checkpoint(run: Path, step: int, model, opt, sched, keep: int) -> Path:
-    import torch
-
-    final = run / "checkpoints" / f"step-{step:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_embedding_layers=False)
-    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng},
-               tmp / "trainer_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in sorted(final.parent.glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
-        shutil.rmtree(old)
-    return final
-
-
-def restore_checkpoint(ckpt: Path, model, opt, sched) -> int:
-    """Adapter weights, optimizer, schedule and RNG from `ckpt`; returns its step."""
-    import torch
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    loaded = set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(model.device)))
-    if loaded.unexpected_keys:
-        raise ModelError(f"{ckpt}: checkpoint does not fit the model ({loaded.unexpected_keys[0]} ...)")
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["cpu"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return int(state["step"])
-
-
-class TrainLog:
-    """train_log.jsonl: one line per optimizer step, flushed at once; on resume, lines
-    after the checkpoint's step are dropped (temp + rename) and the log goes on from there."""
-
-    def __init__(self, path: Path, after_step: int):
-        from .records import atomic_write_text, read_jsonl
-
-        self.path = path
-        if path.exists():
-            rows, _ = read_jsonl(path)
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= after_step))
-        self._f = path.open("a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-# ---- the loop --------------------------------------------------------------------------
-
-
-def make_optimizer(model, cfg: TrainConfig, total: int):
-    import torch
-
-    from .train_model import lr_factor
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = int(cfg.warmup_ratio * total + 0.5)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
-    return opt, sched
-
-
-def train_step(model, batches: list[list], cfg: TrainConfig) -> dict:
-    """One optimizer step over its micro-batches. Every labelled token of the step weighs
-    the same (the denominator is the step's label count, known before the forward passes)."""
-    import torch
-
-    from .train_data import IGNORE
-    from .train_model import collate, forward_nll
-
-    n_labels = max(1, sum(sum(1 for x in e.labels[1:] if x != IGNORE) for mb in batches for e in mb))
-    device = model.device
-    nll_sum, kept, tokens = 0.0, 0, 0
-    for mb in batches:
-        ids, mask, labels = collate(mb, 0, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            nll, n = forward_nll(model, ids, mask, labels, cfg.profit, chunked=getattr(model, "chunked_loss", False))
-        (nll / n_labels).backward()
-        nll_sum, kept, tokens = nll_sum + float(nll.detach()), kept + n, tokens + int(mask.sum())
-    if cfg.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-    return {"loss": nll_sum / max(kept, 1), "loss_tokens": kept, "tokens": tokens}
-
-
-def _progress(console, enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=console, disable=not enabled)
-
-
-def run_steps(model, examples, plan, start: int, opt, sched, cfg: TrainConfig, run: Path, log: TrainLog,
-              console=None, show: bool = True) -> list[dict]:
-    """Optimizer steps start..len(plan): log each, checkpoint every save_every and at the end."""
-    rows, t0, seen = [], time.time(), 0
-    model.train()
-    with _progress(console, show) as bar:
-        job = bar.add_task("train", total=len(plan), completed=start, info="")
-        for step in range(start, len(plan)):
-            t = time.time()
-            lr = sched.get_last_lr()[0]
-            row = train_step(model, [[examples[i] for i in mb] for mb in plan[step]], cfg)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            seen += row["tokens"]
-            row = {"step": step + 1, **row, "lr": lr, "tokens_per_s": row["tokens"] / max(time.time() - t, 1e-9),
-                   "elapsed_s": round(time.time() - t0, 3)}
-            log.write(row)
-            rows.append(row)
-            bar.update(job, advance=1, info=f"loss {row['loss']:.4f}  lr {lr:.2e}  {seen / max(time.time() - t0, 1e-9):.0f} tok/s")
-            if step + 1 == len(plan) or (cfg.save_every and (step + 1) % cfg.save_every == 0):
-                save_checkpoint(run, step + 1, model, opt, sched, cfg.keep_checkpoints)
-    return rows
+# ---- the run ---------------------------------------------------------------------------
 
 
 def check_model(model, examples, gguf_path: Path) -> None:
@@ -200,66 +86,119 @@ def check_model(model, examples, gguf_path: Path) -> None:
                          "is --hf-model the same model as the GGUF?")
 
 
-def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict:
-    """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json."""
+def _same_processes(run: Path, processes: int) -> None:
+    """A checkpoint's data position counts micro-batches per process: resume with as many."""
+    before = json.loads((run / "config.json").read_text()).get("processes", 1)
+    if before != processes:
+        raise ConfigError(f"--resume: {processes} process(es), but the run was started with {before}")
+
+
+def prepare_on_main(records, gguf_path: Path, cfg: TrainConfig, report, state):
+    """Token ids (and --mask-ppl scores) through llama.cpp on the main process only; the
+    other processes receive the examples and counts, or the error, and raise it too."""
+    from .train_data import prepare_examples
+
+    if state.num_processes == 1:
+        return prepare_examples(records, gguf_path, cfg, report), report
+    from accelerate.utils import broadcast_object_list
+
+    payload = [None]
+    if state.is_main_process:
+        try:
+            payload = [(prepare_examples(records, gguf_path, cfg, report), report)]
+        except Exception as e:  # noqa: BLE001 - handed to every process, then raised everywhere
+            payload = [e]
+    broadcast_object_list(payload, from_process=0)
+    if isinstance(payload[0], Exception):
+        raise payload[0]
+    return payload[0]
+
+
+def _prepare(cfg: TrainConfig, run: Path):
+    """Every check that needs no weights, on every process; then the examples (rank 0
+    tokenizes). Returns the process state, backend, GGUF, checkpoint, examples and counts."""
+    import torch
+
     from .models import resolve
-    from .train_data import prepare_examples, read_records
-    from .train_model import check_architecture, load_model, pick_backend, plan_steps
+    from .train_data import read_records
+    from .train_model import check_architecture, pick_backend
 
-    run = Path(cfg.out)
-    backend = pick_backend(cfg.backend)  # fail before any weights are read
+    backend = pick_backend(cfg.backend)  # fail before any weights are read; unsloth (GPU) is imported first
+    from accelerate import PartialState
     if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.threads)  # (accelerate sets it per process when several share a CPU)
     gguf_path, _ = resolve(cfg.model)
     check_architecture(gguf_path)
     records, report = read_records(cfg.data)
-    ckpt = open_run(run, cfg)
-    examples = prepare_examples(records, gguf_path, cfg, report)
-    plan = plan_steps(len(examples), cfg)
+    state = PartialState(cpu=not torch.cuda.is_available())  # joins the process group under torchrun / accelerate
+    ckpt = open_run(run, cfg, create=state.is_main_process)
+    if cfg.resume and ckpt is not None:
+        _same_processes(run, state.num_processes)
+    state.wait_for_everyone()  # every process has checked the run directory before rank 0 writes to it
+    examples, report = prepare_on_main(records, gguf_path, cfg, report, state)
+    return state, backend, gguf_path, ckpt, examples, report
+
+
+def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | None:
+    """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json
+    (None on the other processes of a multi-process run)."""
+    from .train_loop import callbacks, count_steps, make_trainer
+    from .train_model import load_model
+
+    run = Path(cfg.out)
+    state, backend, gguf_path, ckpt, examples, report = _prepare(cfg, run)
+    steps, main = count_steps(len(examples), cfg, state.num_processes), state.is_main_process
+    show_progress = show_progress and main
     if show_progress:
         from rich.console import Console
 
         console = console or Console(stderr=True)  # stdout stays for the command's result lines
-        console.print(f"{cfg.data}: {report.line()}; {len(plan)} optimizer steps ({backend})")
-    if not cfg.resume:
+        console.print(f"{cfg.data}: {report.line()}; {steps} optimizer steps ({backend}, {state.num_processes} "
+                      f"process{'es' if state.num_processes > 1 else ''})")
+    if main and not cfg.resume:
         _write_json(run / "config.json", {"config": asdict(cfg), "backend": backend, "model_path": str(gguf_path),
-                                          "examples": len(examples), "steps": len(plan), "data": asdict(report)})
-    (run / "manifest.json").unlink(missing_ok=True)  # the run is open (again)
+                                          "examples": len(examples), "steps": steps, "processes": state.num_processes,
+                                          "data": asdict(report)})
+    if main:
+        (run / "manifest.json").unlink(missing_ok=True)  # the run is open (again)
     model = load_model(cfg, backend, gguf_path, run)
     check_model(model, examples, gguf_path)
-    opt, sched = make_optimizer(model, cfg, len(plan))
-    start = restore_checkpoint(ckpt, model, opt, sched) if ckpt else 0
-    log = TrainLog(run / "train_log.jsonl", after_step=start)
+    trainer = make_trainer(model, examples, cfg, run, steps, callbacks(run / "train_log.jsonl", show_progress, console))
     started = time.time()
-    try:
-        rows = run_steps(model, examples, plan, start, opt, sched, cfg, run, log, console, show_progress)
-    finally:
-        log.close()
-    return finish(model, run, gguf_path, cfg, backend, report, rows, time.time() - started)
+    with warnings.catch_warnings():  # peft asks the hub whether a GGUF directory's vocabulary grew: never here
+        warnings.filterwarnings("ignore", message="Could not find a config file in")
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        start = int(ckpt.name.split("-")[1]) if ckpt else 0
+        return finish(trainer, run, gguf_path, cfg, backend, report, start, time.time() - started)
 
 
-def finish(model, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, report, rows, seconds) -> dict:
-    """Final PEFT adapter and its GGUF export, then the manifest (last)."""
+def finish(trainer, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, report, start: int,
+           seconds: float) -> dict | None:
+    """Final PEFT adapter (every process takes part: FSDP and DeepSpeed gather it) and,
+    on the main process, its GGUF export, then the manifest (last)."""
     from .export import export_adapter, write_merged
     from .records import read_jsonl, sha256_file, versions
 
     tmp = run / "adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_embedding_layers=False)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if not trainer.is_world_process_zero():
+        return None
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # the Trainer's, not the adapter's
     shutil.rmtree(run / "adapter", ignore_errors=True)
     os.replace(tmp, run / "adapter")
     export_adapter(run / "adapter", gguf_path, run / "adapter.gguf")
     merged = write_merged(gguf_path, run / f"merged-{cfg.merged}.gguf", run / "adapter", cfg.merged) if cfg.merged else None
     log, _ = read_jsonl(run / "train_log.jsonl")
-    tokens = sum(r["tokens"] for r in rows)
+    ran = [r for r in log if r["step"] > start]  # the steps this invocation ran
+    tokens = sum(r["tokens"] for r in ran)
     manifest = {
         "model": str(gguf_path), "model_sha256": sha256_file(gguf_path), "hf_model": cfg.hf_model,
-        "backend": backend, "versions": {**versions(), **_train_versions()}, "config": asdict(cfg),
-        "data": report.line(), "counts": asdict(report), "steps": len(log),
+        "backend": backend, "processes": trainer.args.world_size, "versions": {**versions(), **_train_versions()},
+        "config": asdict(cfg), "data": report.line(), "counts": asdict(report), "steps": len(log),
         "first_loss": log[0]["loss"] if log else None, "final_loss": log[-1]["loss"] if log else None,
-        "tokens_per_s": round(tokens / seconds, 2) if rows and seconds > 0 else None,
+        "tokens_per_s": round(tokens / seconds, 2) if ran and seconds > 0 else None,
         "adapter": str(run / "adapter"), "adapter_gguf": str(run / "adapter.gguf"),
         "merged_gguf": str(merged) if merged else None,
     }
@@ -271,7 +210,7 @@ def _train_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("torch", "transformers", "peft", "gguf", "unsloth"):
+    for pkg in ("torch", "transformers", "peft", "trl", "accelerate", "gguf", "unsloth"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -1,14 +1,13 @@
-"""The torch side of `dasd-local train`: base weights, LoRA layers, loss, schedule, batches.
+"""The torch side of `dasd-local train`: base weights, LoRA layers and the loss math.
 
-Knows torch, transformers, peft and unsloth (each imported inside the function that needs
-it; unsloth only with a CUDA GPU). Weights come from an HF checkpoint or from the GGUF,
-dequantized by transformers. Knows nothing about records or the run directory.
+Knows torch, transformers, peft, TRL's chunked LM head and unsloth (each imported inside
+the function that needs it; unsloth only with a CUDA GPU). Weights come from an HF
+checkpoint or from the GGUF, dequantized by transformers. Knows nothing about records,
+the trainer or the run directory.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import warnings
 from pathlib import Path
 
@@ -72,12 +71,22 @@ def load_base(cfg: TrainConfig, gguf_path: Path):
 
 
 def load_model(cfg: TrainConfig, backend: str, gguf_path: Path, run: Path):
-    """Base model with fresh LoRA layers on every linear layer of the blocks."""
+    """Base model with fresh LoRA layers on every linear layer of the blocks, and TRL's
+    chunked LM head: `model(..., labels=, fused_lm_head=True)` returns each label's
+    log-probability, projecting onto the vocabulary a tile at a time, so the (batch,
+    length, vocabulary) logits never exist at once (for a 49k vocabulary at 4 x 2048
+    tokens that is 1.6 GB per copy). Same loss and gradient as the full logits (tested)."""
     import torch
+    from trl.trainer.utils import add_fused_lm_head
 
     torch.manual_seed(cfg.seed)  # LoRA A init
-    if backend == "unsloth":
-        return _load_unsloth(cfg, gguf_path, run)
+    model = _load_unsloth(cfg, gguf_path, run) if backend == "unsloth" else _load_peft(cfg, gguf_path)
+    add_fused_lm_head(model.get_base_model(), outputs=("log_probs",))  # what SFTTrainer does, minus its metrics
+    return model
+
+
+def _load_peft(cfg: TrainConfig, gguf_path: Path):
+    import torch
     from peft import LoraConfig, get_peft_model
 
     model = load_base(cfg, gguf_path)
@@ -88,21 +97,21 @@ def load_model(cfg: TrainConfig, backend: str, gguf_path: Path, run: Path):
     with warnings.catch_warnings():  # peft 0.21 reads an attribute transformers 5 deprecates
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         model = get_peft_model(model, lora)
-    model.chunked_loss = True  # forward_nll: the loss chunk by chunk (Unsloth has its own)
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _load_unsloth(cfg: TrainConfig, gguf_path: Path, run: Path):
-    import os
-
-    os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")  # token_nll needs the logits themselves
+    """Unsloth's documented path: FastLanguageModel.from_pretrained + get_peft_model; the
+    same trainer then runs it. Not run on this project's CPU-only machines."""
+    from accelerate import PartialState
     from unsloth import FastLanguageModel  # first: unsloth patches transformers
 
     source = cfg.hf_model
     if not source:  # Unsloth reads HF checkpoints only: dequantize the GGUF once into the run dir
         source = run / "base-hf"
-        if not (source / "config.json").exists():
-            load_base(cfg, gguf_path).save_pretrained(source)
+        with PartialState().main_process_first():  # one process writes it, the others read it
+            if not (source / "config.json").exists():
+                load_base(cfg, gguf_path).save_pretrained(source)
     model, _ = FastLanguageModel.from_pretrained(model_name=str(source), max_seq_length=cfg.max_length,
                                                  dtype=None, load_in_4bit=False)
     return FastLanguageModel.get_peft_model(model, r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
@@ -110,49 +119,31 @@ def _load_unsloth(cfg: TrainConfig, gguf_path: Path, run: Path):
                                             use_gradient_checkpointing="unsloth" if cfg.grad_checkpoint else False)
 
 
-# ---- loss and schedule -----------------------------------------------------------------
+# ---- loss --------------------------------------------------------------------------------
+
+
+def kept_nll(log_probs, label_mask, profit: float | None = None):
+    """Summed NLL over labelled positions and how many were counted, from per-position
+    log-probabilities of the labels. ProFit: with `profit`, positions whose label has a
+    probability below it under the model being trained are dropped (a mask: no gradient
+    flows through the decision). The denominator stays the step's label count (the
+    trainer's num_items_in_batch), so dropped tokens weigh nothing rather than
+    re-weighting the rest."""
+    keep = label_mask if profit is None else label_mask & (log_probs.detach().exp() >= profit)
+    return -(log_probs * keep).sum(), keep.sum()
 
 
 def token_nll(logits, labels, profit: float | None = None):
-    """Summed next-token NLL over labelled positions, and how many were counted. With
-    `profit`, positions whose target probability under the model is below it are dropped
-    (a mask: no gradient flows through the decision)."""
-    nll, n = _aligned_nll(logits[:, :-1], labels[:, 1:], profit)
+    """kept_nll from full logits (the reference the chunked loss is tested against, and
+    evaluation): next-token NLL of `labels` shifted by one, and the count as an int."""
+    import torch
+
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    nll, n = kept_nll(torch.where(mask, logp, 0.0), mask, profit)
     return nll, int(n)
-
-
-def _aligned_nll(logits, target, profit: float | None):
-    """Summed NLL of `target` under `logits` at the same positions, and the count (a tensor)."""
-    import torch.nn.functional as F
-
-    logits = logits.float()
-    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                          ignore_index=IGNORE, reduction="none")
-    keep = target.reshape(-1) != IGNORE
-    if profit is not None:
-        keep &= (-nll.detach()).exp() >= profit
-    return (nll * keep).sum(), keep.sum()
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the peak lr before optimizer step `step` (0-based): linear warmup
-    over `warmup` steps, then cosine or linear decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else max(0.0, 1 - progress)
-
-
-def plan_steps(n_examples: int, cfg: TrainConfig) -> list[list[list[int]]]:
-    """Optimizer step -> micro-batches -> example indices. Epoch e shuffles with seed + e,
-    so the plan, and therefore a resumed run, is the same every time."""
-    steps = []
-    for epoch in range(cfg.epochs):
-        order = list(range(n_examples))
-        random.Random(cfg.seed + epoch).shuffle(order)
-        micro = [order[i:i + cfg.batch_size] for i in range(0, n_examples, cfg.batch_size)]
-        steps += [micro[i:i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
-    return steps[:cfg.max_steps] if cfg.max_steps else steps
 
 
 def collate(batch: list[Example], pad_id: int, device):
@@ -167,44 +158,6 @@ def collate(batch: list[Example], pad_id: int, device):
         n = len(e.input_ids)
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
     return ids.to(device), mask.to(device), labels.to(device)
-
-
-# Causal LMs whose logits are exactly lm_head(last hidden state): their loss can be taken
-# chunk by chunk (no softcapping or logit scaling after the head).
-PLAIN_HEAD = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"}
-CE_CHUNK = 256  # positions per vocabulary-projection chunk
-
-
-def forward_nll(model, ids, mask, labels, profit: float | None = None, chunked: bool = False):
-    """Summed NLL of one micro-batch and its label count (token_nll's contract).
-
-    chunked: the decoder runs once, then the vocabulary projection and the loss run over
-    CE_CHUNK positions at a time, each chunk recomputed in the backward pass, so the
-    (batch, length, vocab) logits and their gradient never exist at once (for a 49k
-    vocabulary at 4 x 2048 tokens that is 1.6 GB per copy). Same numbers as the full path."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not chunked or type(base).__name__ not in PLAIN_HEAD:
-        return token_nll(*forward_logits(model, ids, mask, labels), profit)
-    import torch
-    from torch.utils.checkpoint import checkpoint
-
-    start = _first_logit(labels)
-    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, start:]
-    labels = labels[:, start:]
-    head = base.get_output_embeddings()
-    total, count = hidden.new_zeros((), dtype=torch.float32), 0
-    for s in range(0, hidden.size(1) - 1, CE_CHUNK):
-        e = min(s + CE_CHUNK, hidden.size(1) - 1)
-        target = labels[:, s + 1:e + 1]
-        if not (target != IGNORE).any():
-            continue
-        nll, n = checkpoint(_chunk_nll, head, hidden[:, s:e], target, profit, use_reentrant=False)
-        total, count = total + nll, count + int(n)
-    return total, count
-
-
-def _chunk_nll(head, hidden, target, profit):
-    return _aligned_nll(head(hidden), target, profit)
 
 
 def _first_logit(labels) -> int:

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from lora_check import compare, held_out_prompts, llama_logprobs, torch_logprobs
 from dasd_local.errors import ConfigError, InputError, ModelError
 from dasd_local.train import TrainConfig, train
 from dasd_local.train_data import IGNORE, DataReport, make_example, prepare_examples, read_records
-from dasd_local.train_model import lr_factor, plan_steps, token_nll
+from dasd_local.train_loop import count_steps, training_args
+from dasd_local.train_model import token_nll
 
 N_RECORDS, INCORRECT = 20, {"3", "8", "13", "18"}  # 16 records kept
 
@@ -110,7 +112,8 @@ def test_cli_defaults_are_the_config_defaults():
 
     params = inspect.signature(cli.train).parameters
     defaults = {f: getattr(TrainConfig(data="d", out="o"), f) for f in params if f not in ("data", "out")}
-    assert {f: params[f].default for f in defaults} == defaults
+    # the CLI's options are typer OptionInfo objects built from the config's fields (cli.opt)
+    assert {f: getattr(params[f].default, "default", params[f].default) for f in defaults} == defaults
 
 
 def test_make_example_labels_only_the_response_and_masks_low_p_base():
@@ -157,44 +160,69 @@ def test_logits_of_prompt_positions_are_skipped_without_changing_the_loss():
 
 @pytest.mark.parametrize("profit", [None, 0.02])
 def test_chunked_loss_gives_the_full_loss_and_gradient(monkeypatch, profit):
+    """TRL's chunked LM head (the training loss) with our ProFit hook, against the full
+    logits: the same loss, count and gradients, over several vocabulary and token tiles."""
     import torch
+    import trl.kernels.chunked_logprob as tiles
+    import trl.trainer.utils as trl_utils
     from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
 
-    from dasd_local import train_model
     from dasd_local.train_data import Example
-    from dasd_local.train_model import collate, forward_nll
+    from dasd_local.train_model import collate, kept_nll
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2))
+    add_fused_lm_head(model, outputs=("log_probs",))
     batch = [Example("a", list(range(1, 12)), [IGNORE] * 3 + list(range(4, 12))),
              Example("b", [1, 5, 6, 7, 9, 9], [IGNORE] * 2 + [6, 7, 9, 9])]
     ids, mask, labels = collate(batch, 0, "cpu")
-    monkeypatch.setattr(train_model, "CE_CHUNK", 3)  # several chunks, one of them partial
+    monkeypatch.setattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", 24)  # vocabulary tiles 24 + 24 + 16
+    monkeypatch.setattr(tiles, "TOKEN_CHUNK_SIZE", 7)  # token tiles, the last one partial
     out = []
-    for chunked in (False, True):
+    for fused in (False, True):
         model.zero_grad()
-        nll, n = forward_nll(model, ids, mask, labels, profit, chunked=chunked)
+        if fused:
+            o = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+            nll, n = kept_nll(o.log_probs, o.label_mask, profit)
+        else:
+            nll, n = token_nll(model(input_ids=ids, attention_mask=mask).logits, labels, profit)
         nll.backward()
-        out.append((float(nll), n, [p.grad.clone() for p in model.parameters()]))
+        out.append((float(nll), int(n), [p.grad.clone() for p in model.parameters()]))
     (full, n_full, g_full), (part, n_part, g_part) = out
     assert n_part == n_full and part == pytest.approx(full, rel=1e-5)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_full, g_part))
 
 
-def test_lr_schedule_warms_up_then_decays_to_zero():
-    f = [lr_factor(s, 10, 2, "cosine") for s in range(10)]
+def test_lr_schedule_warms_up_then_decays_to_zero(tmp_path):
+    """The Trainer's schedule as training_args sets it up: linear warmup over 20% of the
+    steps, then cosine (or linear) decay to zero."""
+    import torch
+    from transformers import get_scheduler
+
+    def factors(schedule: str, warmup: float) -> list[float]:
+        args = training_args(TrainConfig(data="d", out="o", schedule=schedule, warmup_ratio=warmup), tmp_path, 10)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=args.get_warmup_steps(10),
+                              num_training_steps=10)
+        f = []
+        for _ in range(10):
+            f.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return f
+
+    f = factors("cosine", 0.2)
     assert f[0] < f[1] < f[2] == 1.0 and all(a >= b for a, b in itertools.pairwise(f[2:])) and f[-1] < 0.05
-    assert [lr_factor(s, 10, 0, "linear") for s in (0, 5)] == [1.0, 0.5]
+    assert [factors("linear", 0.0)[s] for s in (0, 5)] == [1.0, 0.5]
 
 
-def test_plan_is_deterministic_and_covers_each_epoch():
+def test_step_count_follows_data_batches_and_processes():
     cfg = TrainConfig(data="d", out="o", epochs=2, batch_size=3, grad_accum=2, seed=7)
-    plan = plan_steps(10, cfg)
-    assert plan == plan_steps(10, cfg) and len(plan) == 4  # 4 micro-batches per epoch, 2 per step
-    epochs = [[i for step in plan[e:e + 2] for mb in step for i in mb] for e in (0, 2)]
-    assert all(sorted(e) == list(range(10)) for e in epochs) and epochs[0] != epochs[1]
-    assert len(plan_steps(10, TrainConfig(data="d", out="o", epochs=2, batch_size=3, grad_accum=2, max_steps=3))) == 3
+    assert count_steps(10, cfg, 1) == 4  # 4 micro-batches per epoch, 2 per step
+    assert count_steps(10, cfg, 2) == 2  # two processes take a step's micro-batches side by side
+    assert count_steps(10, TrainConfig(data="d", out="o", epochs=2, batch_size=3, grad_accum=2, max_steps=3), 1) == 3
 
 
 # ---- data preparation with the real tokenizer ---------------------------------------------
@@ -325,7 +353,7 @@ def test_run_directory_describes_itself(trained):
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["tokens_per_s"] > 0 for r in log)
     assert log[0]["lr"] < log[1]["lr"]  # warmup
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert manifest["counts"]["dropped_incorrect"] == 4 and manifest["final_loss"] == log[-1]["loss"]
     assert (run / "adapter" / "adapter_model.safetensors").exists() and (run / "adapter.gguf").exists()
 
@@ -368,7 +396,7 @@ def test_resume_reaches_the_same_loss_as_an_uninterrupted_run(trained, records_p
     run_a, manifest_a = trained
     run_b = tmp_path / "run-b"
     shutil.copytree(run_a, run_b)
-    shutil.rmtree(run_b / "checkpoints" / "step-000004")
+    shutil.rmtree(run_b / "checkpoints" / "checkpoint-4")
     shutil.rmtree(run_b / "adapter")
     for name in ("adapter.gguf", "manifest.json"):
         (run_b / name).unlink()
@@ -421,3 +449,36 @@ def test_hf_model_from_a_local_checkpoint(records_path, model_path, tmp_path):
         engine.set_adapter(tmp_path / "run" / "adapter.gguf")
     with Engine(manifest["merged_gguf"]) as merged:  # the standalone merged model loads as a model
         assert merged.n_vocab == 49152
+
+
+@pytest.mark.slow
+def test_two_processes_reach_the_losses_of_one(records_path, model_path, tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, CPU) against one process on the same 6 records
+    with the same global batch (2 x 1 record against 1 x 2): the same loss at every step
+    within 1e-4 (the gradients are summed in another order; LoRA dropout is off because
+    each process draws its own masks). Only rank 0 writes: one run directory, whose GGUF
+    adapter loads in llama.cpp."""
+    from dasd_local.engine import Engine
+
+    lines = records_path.read_text().splitlines()
+    small = tmp_path / "six.jsonl"
+    small.write_text("\n".join([line for line in lines if json.loads(line)["correct"]][:6]) + "\n")
+    common = {"max_steps": 3, "warmup_ratio": 0.0, "dropout": 0.0, "grad_accum": 1, "save_every": 0}
+    one = train(_config(small, tmp_path / "one", batch_size=2, **common), show_progress=False)
+    two_dir = tmp_path / "runs"
+    two_dir.mkdir()
+    args = ["train", str(small), "-o", str(two_dir / "two"), "--batch-size", "1", "--max-steps", "3", "--lr", "2e-3",
+            "--warmup-ratio", "0", "--dropout", "0", "--grad-accum", "1", "--save-every", "0", "--max-length", "128",
+            "--rank", "8", "--alpha", "16", "--epochs", "1"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "dasd_local", *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [p.name for p in two_dir.iterdir()] == ["two"] and proc.stdout.count("trained 3 steps") == 1
+    two = json.loads((two_dir / "two" / "manifest.json").read_text())
+    losses = [[json.loads(x)["loss"] for x in (Path(m["adapter"]).parent / "train_log.jsonl").read_text().splitlines()]
+              for m in (one, two)]
+    print(f"losses, 1 process: {losses[0]}; 2 processes: {losses[1]}")
+    assert two["processes"] == 2 and len(losses[1]) == 3
+    assert losses[1] == pytest.approx(losses[0], abs=1e-4)
+    with Engine(model_path) as engine:
+        engine.set_adapter(two_dir / "two" / "adapter.gguf")
