@@ -296,10 +296,18 @@ def score_(
 
 
 def main() -> None:
+    import errno
+
     try:
         app()
     except DasdError as e:
         if os.environ.get("DASD_DEBUG"):
             raise
         typer.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(1)
+    except OSError as e:  # a full disk or a read-only directory inside a library's own write
+        if os.environ.get("DASD_DEBUG") or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        typer.secho(f"error: {e.filename or 'output'}: {e.strerror}; the run stopped and keeps what it finished: "
+                    "free space (or make it writable) and run the same command again", fg="red", err=True)
         sys.exit(1)

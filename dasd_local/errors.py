@@ -15,3 +15,8 @@ class ModelError(DasdError):
 
 class ConfigError(DasdError, ValueError):
     """An option outside its legal range."""
+
+
+class WriteError(DasdError):
+    """An output that cannot be written (full disk, read-only or unwritable directory).
+    The run stops; everything it finished is kept and the same command resumes."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from .decode import DecodeConfig, Decoder, Failed, Stats
 from .engine import KV_TYPES
 from .errors import ConfigError
+from .lock import one_writer
 from .prompts import ViewBuilder
 from .tasks import FieldMap
 
@@ -116,6 +117,7 @@ def size_context(engine, builder, problems, run: RunConfig, cfg: DecodeConfig) -
     engine.resize(n_ctx, n_seq, kv_unified=True)
 
 
+@one_writer(lambda run, cfg, console=None: run.out)
 def generate(run: RunConfig, cfg: DecodeConfig, console=None) -> dict:
     """Run generation; returns the manifest (also written beside the output)."""
     from .records import RunWriter, sha256_file, versions

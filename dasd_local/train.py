@@ -25,7 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, InputError, ModelError, WriteError
+from .lock import one_writer
 
 
 def _opt(default, help: str, check=None, expect: str = ""):
@@ -116,19 +117,31 @@ def open_run(run: Path, cfg: TrainConfig) -> Path | None:
 
 
 def save_checkpoint(run: Path, step: int, model, opt, sched, keep: int) -> Path:
+    """checkpoints/step-N, complete or absent: written under a temporary name and renamed.
+    Older ones are renamed away before they are deleted, so no half-deleted checkpoint
+    keeps a step-N name. A full disk: WriteError, the earlier checkpoints stay."""
     import torch
 
     final = run / "checkpoints" / f"step-{step:06d}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_embedding_layers=False)
-    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng},
-               tmp / "trainer_state.pt")
+    try:
+        model.save_pretrained(tmp, save_embedding_layers=False)
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng},
+                   tmp / "trainer_state.pt")
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"{tmp}: checkpoint not written ({e}); the run keeps its earlier checkpoints: "
+                         "free space and continue with --resume") from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(final.parent.glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
-        shutil.rmtree(old)
+        gone = old.with_name(old.name + ".old")
+        os.replace(old, gone)
+        shutil.rmtree(gone)
+    for stale in final.parent.glob("step-*.old"):  # a deletion cut by a kill
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
@@ -254,6 +267,7 @@ def check_model(model, examples, gguf_path: Path) -> None:
                          "is --hf-model the same model as the GGUF?")
 
 
+@one_writer(lambda cfg, console=None, show_progress=True: Path(cfg.out), directory=True)
 def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict:
     """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json."""
     from .models import resolve

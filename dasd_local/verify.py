@@ -10,7 +10,6 @@ record layout and the tasks' verify(); knows nothing about models.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError, InputError
-from .records import iter_jsonl
+from .lock import one_writer
+from .records import atomic_write_text, iter_jsonl, jsonl_text, write_error
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -112,14 +112,16 @@ def judge(record: dict, verdict: Verdict, on_fail: str) -> dict | None:
 
 
 def write_atomic(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """All kept records at once (temp + fsync + rename): a kill leaves the old output or the
+    new one, never part of it; verifying again gives the same file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path.parent, e) from None
+    atomic_write_text(path, jsonl_text(records))
 
 
+@one_writer(lambda inp, out, cfg: out)
 def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
     """Verify every usable record of `inp`; write the kept ones to `out` (input order)."""
     if Path(inp).resolve() == Path(out).resolve():
