@@ -130,9 +130,11 @@ def save_checkpoint(run: Path, step: int, model, opt, sched, keep: int) -> Path:
         rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng},
                    tmp / "trainer_state.pt")
-    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+    except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"{tmp}: checkpoint not written ({e}); the run keeps its earlier checkpoints: "
+        if not _write_failure(e):
+            raise
+        raise WriteError(f"{final}: checkpoint not written ({e}); the run keeps its earlier checkpoints: "
                          "free space and continue with --resume") from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -143,6 +145,12 @@ def save_checkpoint(run: Path, step: int, model, opt, sched, keep: int) -> Path:
     for stale in final.parent.glob("step-*.old"):  # a deletion cut by a kill
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def _write_failure(e: Exception) -> bool:
+    """A failed write (full disk, unwritable directory) as torch.save (RuntimeError),
+    safetensors (SafetensorError) or the OS report it."""
+    return isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError"
 
 
 def restore_checkpoint(ckpt: Path, model, opt, sched) -> int:
@@ -168,17 +176,16 @@ class TrainLog:
     after the checkpoint's step are dropped (temp + rename) and the log goes on from there."""
 
     def __init__(self, path: Path, after_step: int):
-        from .records import atomic_write_text, read_jsonl
+        from .records import Appender, atomic_write_text, read_jsonl
 
         self.path = path
         if path.exists():
             rows, _ = read_jsonl(path)
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= after_step))
-        self._f = path.open("a", encoding="utf-8")
+        self._f = Appender(path)  # whole lines, cut back on a full disk
 
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
+        self._f.write(row)
 
     def close(self) -> None:
         self._f.close()
@@ -315,11 +322,20 @@ def finish(model, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, re
 
     tmp = run / "adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, save_embedding_layers=False)
-    shutil.rmtree(run / "adapter", ignore_errors=True)
-    os.replace(tmp, run / "adapter")
-    export_adapter(run / "adapter", gguf_path, run / "adapter.gguf")
-    merged = write_merged(gguf_path, run / f"merged-{cfg.merged}.gguf", run / "adapter", cfg.merged) if cfg.merged else None
+    try:
+        model.save_pretrained(tmp, save_embedding_layers=False)
+        shutil.rmtree(run / "adapter", ignore_errors=True)
+        os.replace(tmp, run / "adapter")
+        export_adapter(run / "adapter", gguf_path, run / "adapter.gguf")
+        merged = write_merged(gguf_path, run / f"merged-{cfg.merged}.gguf", run / "adapter", cfg.merged) if cfg.merged else None
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for part in run.glob("*.gguf.tmp"):
+            part.unlink()
+        if not _write_failure(e):
+            raise
+        raise WriteError(f"{run}: the final adapter was not written ({e}); the last checkpoint holds it: "
+                         "free space and run again with --resume") from None
     log, _ = read_jsonl(run / "train_log.jsonl")
     tokens = sum(r["tokens"] for r in rows)
     manifest = {

@@ -52,19 +52,29 @@ class Kills:
     partial: list[int] = field(default_factory=list)  # output lines seen after each kill
 
 
-def kill_loop(args: list, cwd: Path, kills: int, seed: int, horizon, check) -> Kills:
-    """Start `args` over and over, SIGKILL each at a seeded moment drawn uniformly from
-    [0, horizon()) (about the time this run needs: startup plus what is left), call
-    `check()` after every run, until `kills` kills have landed; then run it to the end."""
+def kill_loop(args: list, cwd: Path, kills: int, seed: int, check, lines=None, batch: int = 1,
+              jitter: float = 1.0, startup: float = 1.0) -> Kills:
+    """Start `args` over and over and SIGKILL each run at a seeded random moment, calling
+    `check()` after every run, until `kills` kills have landed; then run it to the end.
+
+    A moment is drawn in progress, not in wall time (a loaded machine would move it): the run
+    is let go until its output holds a random number of lines `lines()` (up to a wave of
+    `batch` problems more than it had), then killed after a random further `jitter` * U(0, 1)
+    seconds; once all N lines are there, U(0, startup) seconds after the start (the run only
+    opens, sorts and writes the manifest). Without `lines`: U(0, jitter) after the start."""
     rng, k = random.Random(seed), Kills()
     for _ in range(4 * kills):
         if k.landed == kills:
             break
-        moment = rng.uniform(0, horizon())
+        have = lines() if lines else 0
+        target = rng.randint(have, min(N, have + batch)) if lines else 0
+        delay = rng.uniform(0, startup if lines and have == N else jitter)
         proc = subprocess.Popen(command(*args), cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
+        while lines and proc.poll() is None and lines() < target:
+            time.sleep(0.02)
         try:
-            proc.wait(timeout=moment)
+            proc.wait(timeout=delay)
             assert proc.returncode == 0, proc.stderr.read()
             k.finished += 1
         except subprocess.TimeoutExpired:
@@ -77,13 +87,6 @@ def kill_loop(args: list, cwd: Path, kills: int, seed: int, horizon, check) -> K
     run(args, cwd)
     print(f"{args[0]}: {k.landed} kills landed, {k.finished} runs finished first; output lines after each: {k.partial}")
     return k
-
-
-def remaining(path: Path, ref: "Reference", batch: int):
-    """A horizon for kill_loop: startup plus the reference's work time for the lines left, at
-    most that of 4 waves of `batch` problems (so several kills land while lines are written)."""
-    cap = ref.work * min(1.0, 4 * batch / N)
-    return lambda: ref.startup + min(ref.work * (N - len(lines_of(path))) / N, cap)
 
 
 def lines_of(path: Path) -> list[str]:
@@ -161,8 +164,9 @@ def test_generate_survives_20_kills(work, problems, gen_reference, batch):
     d.mkdir()
     out = d / "run.jsonl"
     k = kill_loop(gen_args(problems, "run.jsonl", batch), d, 20, seed=batch,
-                  horizon=remaining(out, ref, batch),
-                  check=generate_checker(out, ref.data if batch == 1 else None))
+                  check=generate_checker(out, ref.data if batch == 1 else None),
+                  lines=lambda: len(lines_of(out)), batch=batch, jitter=ref.startup + ref.work * max(1, batch // 2) / N,
+                  startup=ref.startup)
     assert any(0 < n < N for n in k.partial), "no kill landed while records were being written"
     if batch == 1:
         assert out.read_bytes() == ref.data  # byte for byte the uninterrupted run
@@ -187,7 +191,7 @@ def test_verify_survives_10_kills(work, gen_reference):
         assert not list(d.glob("run.jsonl.*"))  # no temporary left beside it
         return len(lines_of(out))
 
-    kill_loop([*args, "--out", "run.jsonl"], d, 10, seed=3, horizon=lambda: seconds, check=check)
+    kill_loop([*args, "--out", "run.jsonl"], d, 10, seed=3, check=check, jitter=seconds)
     assert out.read_bytes() == ref
 
 
@@ -213,8 +217,10 @@ def test_eval_survives_10_kills(work, data_dir, batch):
             assert len(ids) == N and (batch != 1 or (out / "predictions.jsonl").read_bytes() == ref.data)
         return len(ids)
 
-    k = kill_loop(eval_args(data_dir, "run", batch), d, 10, seed=10 + batch,
-                  horizon=remaining(out / "predictions.jsonl", ref, batch), check=check)
+    k = kill_loop(eval_args(data_dir, "run", batch), d, 10, seed=10 + batch, check=check,
+                  lines=lambda: len(lines_of(out / "predictions.jsonl")), batch=batch,
+                  jitter=ref.startup + ref.work * max(1, batch // 2) / N,
+                  startup=ref.startup)
     assert any(0 < n < N for n in k.partial), "no kill landed while answers were being written"
     got = (out / "predictions.jsonl").read_bytes()
     if batch == 1:
