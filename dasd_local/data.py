@@ -117,3 +117,16 @@ def load_problems(
         if limit is not None and len(problems) >= limit:
             break
     return problems, skipped
+
+
+def load_source(cfg):
+    """A config's problems (a config.ProblemSource: data, task, split, limit, columns):
+    returns the task, the source read (the demo set when `data` is None), the problems
+    and the rows skipped."""
+    from .demo import demo_path
+    from .tasks import get_task
+
+    task = get_task(cfg.task)
+    source = cfg.data if cfg.data is not None else demo_path()
+    problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit)
+    return task, source, problems, skipped

@@ -10,14 +10,15 @@ Knows the engine's narrow surface and the rules; knows nothing about files or th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import rules
-from .errors import ConfigError
+from .config import DecodeConfig  # noqa: F401  (callers import it from here too)
+from .decode_state import Entry, Failed, Loop, Slot, Stats, View, Want, problem_record, step_record
 from .draft import DraftLength, NgramIndex
+from .errors import ConfigError
 from .prompts import ViewBuilder, Views, shared_prefix
 from .tasks import Problem, Task
 
@@ -26,140 +27,31 @@ BOXED = b"\\boxed{"
 MIN_SHARED = 16
 
 
-@dataclass(frozen=True)
-class DecodeConfig:
-    strategy: str = field(default="dasd", metadata={"help": "dasd | self-distill | base | hint"})
-    top_k: int = field(default=6, metadata={"help": "reference candidates K"})
-    tau: float = field(default=0.2, metadata={"help": "base-view probability a candidate needs"})
-    hard_mode: str = field(default="ref", metadata={"help": "no candidate passes: ref (C[0]) | base (argmax p_B)"})
-    hint_beta: float = field(default=3.0, metadata={"help": "hinted decoding's entropy scale"})
-    max_new_tokens: int = field(default=512, metadata={"help": "response length limit"})
-    batch: int = field(default=16, metadata={"help": "problems in flight"})
-    step_tokens: int = field(default=512, metadata={"help": "most tokens one decode call carries"})
-    record_candidates: bool = field(default=False, metadata={"help": "store each step's K candidates"})
-    base_only: bool = field(default=False, metadata={"help": "decode the base view alone (strategy base)"})
-    share_prefix: bool = field(default=True, metadata={"help": "prefill the views' common prefix once"})
-    speculate: str = field(default="auto", metadata={"help": "prompt-lookup drafts: on | off | auto"})
-    draft_max: int = field(default=8, metadata={"help": "most drafted tokens per problem and step"})
-    ngram: int = field(default=3, metadata={"help": "longest suffix matched when drafting"})
-    # measured on a 2-core CPU (scripts/bench_generate.py): drafts cost more rows than they
-    # save even at batch 1 (on/off 0.93x), so the CLI sets 0 there and 512 with GPU offload
-    spec_rows: int = field(default=0, metadata={"help": "auto: draft only while a decode call has fewer rows"})
-
-    def __post_init__(self):
-        checks = [
-            (self.strategy in rules.STRATEGIES, "strategy", f"one of {', '.join(rules.STRATEGIES)}"),
-            (self.top_k >= 1, "top_k", ">= 1"),
-            (0.0 <= self.tau <= 1.0, "tau", "in [0, 1]"),
-            (self.hard_mode in ("ref", "base"), "hard_mode", "ref or base"),
-            (self.hint_beta >= 0, "hint_beta", ">= 0"),
-            (self.max_new_tokens >= 1, "max_new_tokens", ">= 1"),
-            (1 <= self.batch <= 128, "batch", "in [1, 128]"),
-            (self.step_tokens >= 2 * self.batch, "step_tokens", f">= 2 x batch = {2 * self.batch}"),
-            (not self.base_only or self.strategy == "base", "base_only", "only with strategy base"),
-            (self.speculate in ("on", "off", "auto"), "speculate", "on, off or auto"),
-            (0 <= self.draft_max <= 64, "draft_max", "in [0, 64]"),
-            (self.ngram >= 1, "ngram", ">= 1"),
-        ]
-        for ok, name, legal in checks:
-            if not ok:
-                raise ConfigError(f"{name} = {getattr(self, name)!r} is not allowed: expected {legal}")
-
-    def rule(self) -> rules.RuleConfig:
-        return rules.RuleConfig(self.top_k, self.tau, self.hard_mode, self.hint_beta)
-
-    def record_config(self) -> dict:
-        """The part of the config that decides the output (goes into every record)."""
-        keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens")
-        return {k: v for k, v in asdict(self).items() if k in keys}
-
-
-@dataclass
-class View:
-    """One view's sequence: prompt tokens, how many are in the KV cache, the next token to feed."""
-
-    seq: int
-    prompt: list[int]
-    fed: int = 0  # positions already in the KV cache
-    ready: bool = False  # prompt (all but its last token) is in the cache
-
-    @property
-    def next_token(self) -> int:
-        return self.prompt[-1]
-
-
-@dataclass
-class Slot:
-    problem: Problem
-    views: Views
-    b: View
-    r: View | None
-    response: list[int] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)
-    text: bytes = b""
-    boxed: bool = False
-    finish: str | None = None
-    stop_step: dict | None = None
-    lookup: NgramIndex | None = None  # n-grams of the reference view's text, for drafting
-    dlen: DraftLength = field(default_factory=DraftLength)
-    draft: list[int] = field(default_factory=list)
-
-    @property
-    def decoding(self) -> bool:
-        return self.b.ready and (self.r is None or self.r.ready)
-
-    def place(self, index: int) -> None:
-        """Take the sequence ids of slot `index`: 2i for B, 2i+1 for R (i alone without R)."""
-        if self.r is None:
-            self.b.seq = index
-        else:
-            self.b.seq, self.r.seq = 2 * index, 2 * index + 1
-
-    def cells(self, max_new: int) -> int:
-        """KV cells this problem may need at most."""
-        n = len(self.b.prompt) + max_new
-        return n + (len(self.r.prompt) + max_new if self.r else 0)
-
-
-@dataclass
-class Stats:
-    decode_calls: int = 0
-    rows: int = 0  # entries carried by decode calls
-    emitted: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    finished: int = 0
-    categories: dict = field(default_factory=lambda: {c: 0 for c in rules.CATEGORIES})
-
-
-@dataclass
-class Failed:
-    problem: Problem
-    error: str
-
-
 class Decoder:
     """Runs problems through the engine under one DecodeConfig; `run` yields a finished
     record (dict) or a Failed per problem, in completion order."""
 
-    def __init__(self, engine, task: Task, config: DecodeConfig, system: str | None = None):
-        self.engine, self.task, self.cfg = engine, task, config
-        self.builder = ViewBuilder(engine, task, system)
-        self.rule = config.rule()
-        self.stats = Stats()
-        views = 1 if config.base_only else 2
-        if engine.config.n_seq_max < views:
-            raise ConfigError(f"one problem needs n_seq_max >= {views}, engine has {engine.config.n_seq_max}")
+    def __init__(self, engine, task: Task, config: DecodeConfig, system: str | None = None,
+                 views: Callable[[Problem], Views] | None = None, stats: Stats | None = None):
+        # spec_rows unset: resolved for the engine's device (0 on a CPU)
+        self.engine, self.task, self.cfg = engine, task, config.for_device(getattr(engine.config, "n_gpu_layers", 0))
+        # a DecodeSession hands in views it tokenized already; alone, the Decoder builds them
+        self.views = views or ViewBuilder(engine, task, system).views
+        self.rule = self.cfg.rule()
+        self.stats = stats if stats is not None else Stats()
+        n_views = 1 if config.base_only else 2
+        if engine.config.n_seq_max < n_views:
+            raise ConfigError(f"one problem needs n_seq_max >= {n_views}, engine has {engine.config.n_seq_max}")
         # problems in flight: the configured batch, or fewer when the engine was sized for
         # fewer (a run with fewer problems than --batch)
-        self.slots = min(config.batch, engine.config.n_seq_max // views)
+        self.n_slots = min(config.batch, engine.config.n_seq_max // n_views)
         if engine.config.n_batch < config.step_tokens:
             raise ConfigError(f"step_tokens {config.step_tokens} exceeds the engine's n_batch {engine.config.n_batch}")
 
     # ---- admission -------------------------------------------------------------------
 
     def _admit(self, problem: Problem) -> Slot | Failed:
-        views = self.builder.views(problem)
+        views = self.views(problem)
         b = View(-1, list(views.base_tokens))  # copies: views grow as tokens are emitted
         r = None if self.cfg.base_only else View(-1, list(views.ref_tokens))
         slot = Slot(problem, views, b, r, lookup=NgramIndex((r or b).prompt, self.cfg.ngram),
@@ -189,7 +81,7 @@ class Decoder:
                     view.fed = shared
             end = min(len(view.prompt) - 1, view.fed + budget - used)
             for p in range(view.fed, end):
-                entries.append((view.prompt[p], p, view.seq, False, None))
+                entries.append(Entry(view.prompt[p], p, view.seq))
             used += end - view.fed
             view.fed = end
             view.ready = view.fed == len(view.prompt) - 1
@@ -206,9 +98,9 @@ class Decoder:
             room = min(room, self.cfg.spec_rows // (n_ready * views) - 1)
         return max(0, min(room, self.cfg.draft_max))
 
-    def _entries(self, slots: list[Slot]) -> list:
+    def _entries(self, slots: list[Slot]) -> list[Entry]:
         """Decode rows of ready problems (next token + draft) first, then prefill chunks in
-        the remaining budget. Wanted entries carry (slot index, view, row in draft)."""
+        the remaining budget. Wanted entries say which slot, view and draft row they are."""
         entries = []
         ready = [i for i, s in enumerate(slots) if s is not None and s.decoding]
         allowance = self._draft_allowance(len(ready))
@@ -219,7 +111,7 @@ class Decoder:
             for name, view in (("b", s.b), ("r", s.r)):
                 if view is not None:
                     for j, tok in enumerate([view.next_token, *s.draft]):
-                        entries.append((tok, view.fed + j, view.seq, True, (i, name, j)))
+                        entries.append(Entry(tok, view.fed + j, view.seq, Want(i, name, j)))
         budget = self.cfg.step_tokens - len(entries)
         cached = [(s.b.prompt, s.b.fed, s.b.seq) for s in slots if s is not None and s.b.fed > 0]
         for s in slots:
@@ -245,9 +137,9 @@ class Decoder:
             self.engine.copy(donor, slot.b.seq, 0, best)
             slot.b.fed = best
 
-    def _select(self, slots: list[Slot], entries: list, logits: np.ndarray) -> None:
+    def _select(self, slots: list[Slot], entries: list[Entry], logits: np.ndarray) -> None:
         """Apply the rule to every wanted row at once, then walk each problem's draft."""
-        wanted = [e[4] for e in entries if e[3]]
+        wanted = [e.want for e in entries if e.want is not None]
         row_of = {(i, v, j): n for n, (i, v, j) in enumerate(wanted)}
         keys = [(i, j) for (i, v, j) in wanted if v == "b"]
         lb = logits[[row_of[(i, "b", j)] for i, j in keys]]
@@ -294,7 +186,7 @@ class Decoder:
 
     def _emit(self, slot: Slot, picks: rules.Picks, row: int, tok: int) -> None:
         piece = self.engine.token_text(tok, special=False)
-        step = self._step_record(picks, row, piece)
+        step = step_record(picks, row, piece, self.cfg.record_candidates)
         if self.engine.is_eog(tok):
             slot.finish, slot.stop_step = "stop", step  # recorded apart: not part of the response
             return
@@ -308,46 +200,10 @@ class Decoder:
         if len(slot.response) >= self.cfg.max_new_tokens:
             slot.finish = "length"
 
-    def _step_record(self, picks: rules.Picks, row: int, piece: bytes) -> dict:
-        cat = int(picks.category[row])
-        step = {
-            "token": int(picks.token[row]),
-            "text": piece.decode("utf-8", "replace"),
-            "category": rules.CATEGORIES[cat] if cat >= 0 else None,
-            "p_base": float(picks.p_base[row]),
-            "p_ref": None if picks.p_ref is None else float(picks.p_ref[row]),
-            "ref_rank": None if picks.ref_rank is None else int(picks.ref_rank[row]),
-            "argmax_base": int(picks.argmax_base[row]),
-            "argmax_ref": None if picks.argmax_ref is None else int(picks.argmax_ref[row]),
-        }
-        if self.cfg.record_candidates and picks.cand is not None:
-            p_ref = [None] * len(picks.cand[row]) if picks.cand_p_ref is None else picks.cand_p_ref[row]
-            step["candidates"] = [[int(t), None if pr is None else float(pr), float(pb)]
-                                  for t, pr, pb in zip(picks.cand[row], p_ref, picks.cand_p_base[row])]
-        return step
-
     # ---- the loop -----------------------------------------------------------------------
 
     def _record(self, slot: Slot) -> dict:
-        v = slot.views
-        return {
-            "id": slot.problem.id,
-            "task": self.task.name,
-            "strategy": self.cfg.strategy,
-            "config": self.cfg.record_config(),
-            "question": slot.problem.question,
-            "reference_solution": slot.problem.reference,
-            **slot.problem.fields,
-            "base_prompt": v.base_text,
-            "reference_prompt": None if self.cfg.base_only else v.ref_text,
-            "base_prompt_tokens": v.base_tokens,
-            "reference_prompt_tokens": None if self.cfg.base_only else v.ref_tokens,
-            "response": self.engine.detokenize(slot.response),
-            "response_tokens": slot.response,
-            "finish_reason": slot.finish,
-            "steps": slot.steps,
-            "stop_step": slot.stop_step,
-        }
+        return problem_record(slot, self.task.name, self.cfg, self.engine.detokenize(slot.response))
 
     def _release(self, slot: Slot) -> None:
         for view in (slot.b, slot.r):
@@ -359,52 +215,56 @@ class Decoder:
         streams, so there is nothing to reserve."""
         return slot.cells(self.cfg.max_new_tokens) if self.engine.config.kv_unified else 0
 
-    def _fill(self, slots: list, todo: Iterator[Problem]) -> Iterator[Failed]:
+    def _fill(self, loop: Loop) -> Iterator[Failed]:
         """Admit problems into free slots while their worst-case KV cells fit the cache."""
+        slots = loop.slots
         reserved = sum(self._reserve(s) for s in slots if s is not None)
         for i in range(len(slots)):
             while slots[i] is None:
-                if self._waiting is None:
-                    problem = next(todo, None)
+                if loop.waiting is None:
+                    problem = next(loop.todo, None)
                     if problem is None:
                         return
-                    self._waiting = self._admit(problem)
-                    if isinstance(self._waiting, Failed):
-                        yield self._waiting
-                        self._waiting = None
+                    admitted = self._admit(problem)
+                    if isinstance(admitted, Failed):
+                        yield admitted
                         continue
-                need = self._reserve(self._waiting)
+                    loop.waiting = admitted
+                need = self._reserve(loop.waiting)
                 if reserved + need > self.engine.config.n_ctx:
                     return  # wait for a running problem to free its cells
-                slots[i], self._waiting = self._waiting, None
+                slots[i], loop.waiting = loop.waiting, None
                 slots[i].place(i)
                 reserved += need
 
     def _step(self, slots: list) -> None:
+        """One decode call over every in-flight problem, then the rule on the wanted rows."""
         entries = self._entries(slots)
         if not entries:
             return
-        logits = self.engine.decode([e[0] for e in entries], [e[1] for e in entries],
-                                    [e[2] for e in entries], [e[3] for e in entries])
+        logits = self.engine.decode([e.token for e in entries], [e.pos for e in entries],
+                                    [e.seq for e in entries], [e.want is not None for e in entries])
         self.stats.decode_calls += 1
         self.stats.rows += len(entries)
-        if any(e[3] for e in entries):
+        if any(e.want is not None for e in entries):
             self._select(slots, entries, logits)
 
+    def _finished(self, slots: list) -> Iterator[dict]:
+        """Records of the problems that finished this step; their slots and cells are freed."""
+        for i, s in enumerate(slots):
+            if s is not None and s.finish:
+                self._release(s)
+                slots[i] = None
+                self.stats.finished += 1
+                yield self._record(s)
+
     def run(self, problems: Iterable[Problem], on_step: Callable[[Stats], None] | None = None) -> Iterator[dict | Failed]:
-        todo = iter(problems)
-        slots: list[Slot | None] = [None] * self.slots
-        self._waiting: Slot | Failed | None = None
+        loop = Loop(todo=iter(problems), slots=[None] * self.n_slots)
         while True:
-            yield from self._fill(slots, todo)
-            if all(s is None for s in slots):
+            yield from self._fill(loop)
+            if all(s is None for s in loop.slots):
                 return
-            self._step(slots)
-            for i, s in enumerate(slots):
-                if s is not None and s.finish:
-                    self._release(s)
-                    slots[i] = None
-                    self.stats.finished += 1
-                    yield self._record(s)
+            self._step(loop.slots)
+            yield from self._finished(loop.slots)
             if on_step:
                 on_step(self.stats)

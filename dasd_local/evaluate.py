@@ -20,54 +20,14 @@ import os
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from .config import EvalConfig, eval_decode  # noqa: F401  (callers import them from here too)
 from .lock import one_writer
 from .records import Appender, atomic_write_text, jsonl_text, recover_jsonl
-from .tasks import FieldMap, Task
+from .tasks import Task
 
 PREDICTIONS, SUMMARY = "predictions.jsonl", "summary.json"
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    task: str = "math"
-    data: str | None = field(default=None, metadata={"help": "JSON/JSONL/parquet file or hub id"})
-    out_dir: Path = Path("dasd-out/eval")
-    model: str | None = field(default=None, metadata={"help": "registry name or GGUF path (None: embedded default)"})
-    adapter: Path | None = None
-    split: str = "test"
-    limit: int | None = None
-    fields: FieldMap = FieldMap()
-    max_new_tokens: int = 512
-    batch: int = 16
-    ctx: int | None = None
-    n_gpu_layers: int = 0
-    threads: int | None = None
-    system: str | None = None
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "parallel checks"})
-    timeout_s: float = field(default=10.0, metadata={"help": "wall clock per code run"})
-
-    def __post_init__(self):
-        if self.data is None:
-            raise ConfigError("eval needs --data (a benchmark split: file or hub id)")
-        if self.workers < 1:
-            raise ConfigError(f"workers = {self.workers} is not allowed: expected >= 1")
-
-    def run_config(self):
-        from .generate import RunConfig
-
-        return RunConfig(model=self.model, data=self.data, task=self.task, split=self.split,
-                         out=self.out_dir / PREDICTIONS, limit=self.limit, fields=self.fields, ctx=self.ctx,
-                         n_gpu_layers=self.n_gpu_layers, threads=self.threads, adapter=self.adapter, system=self.system)
-
-    def decode_config(self):
-        from .decode import DecodeConfig
-
-        return DecodeConfig(strategy="base", base_only=True, max_new_tokens=self.max_new_tokens,
-                            batch=self.batch, step_tokens=max(512, 2 * self.batch))
 
 
 def read_predictions(path: Path) -> dict[str, dict]:
@@ -125,33 +85,22 @@ class _Judge:
 
 def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, console) -> dict:
     """Decode `todo` (base view, greedy) and append each judged answer to `path`."""
-    from .decode import Decoder, Failed
-    from .generate import open_engine, size_context
-    from .prompts import ViewBuilder
+    from .decode_state import Failed
+    from .session import DecodeSession
 
-    run, dcfg = cfg.run_config(), cfg.decode_config()
-    engine = open_engine(run, dcfg)
-    try:
-        size_context(engine, ViewBuilder(engine, task, cfg.system), todo, run, dcfg)
-        decoder = Decoder(engine, task, dcfg, cfg.system)
-        out = Appender(path)
-        with _Progress(console, len(todo)) as advance:
-            judge = _Judge(task, out, cfg.workers)
-            try:
-                for item in decoder.run(todo):
-                    if isinstance(item, Failed):
-                        judge.failed(item.problem.id, item.error)
-                    else:
-                        judge.submit(item)
-                    advance()
-            finally:
-                try:
-                    judge.close()
-                finally:
-                    out.close()
-        return {"decode_calls": decoder.stats.decode_calls, "emitted_tokens": decoder.stats.emitted}
-    finally:
-        engine.close()
+    with DecodeSession(cfg, task, cfg.decode) as session, Appender(path) as out, \
+            _Progress(console, len(todo)) as advance:
+        judge = _Judge(task, out, cfg.workers)
+        try:
+            for item in session.run(todo):
+                if isinstance(item, Failed):
+                    judge.failed(item.problem.id, item.error)
+                else:
+                    judge.submit(item)
+                advance()
+        finally:
+            judge.close()
+    return {"decode_calls": session.stats.decode_calls, "emitted_tokens": session.stats.emitted}
 
 
 class _Progress:
@@ -193,10 +142,10 @@ def score(lines: list[dict]) -> dict:
 @one_writer(lambda cfg, console=None: cfg.out_dir, directory=True)
 def evaluate(cfg: EvalConfig, console=None) -> dict:
     """Run (or resume) the evaluation; returns the summary, also written to summary.json."""
-    from .generate import load
+    from .data import load_source
     from .records import versions
 
-    task, source, problems, skipped = load(cfg.run_config())
+    task, source, problems, skipped = load_source(cfg)
     task.set_timeout(cfg.timeout_s)
     path = cfg.out_dir / PREDICTIONS
     done = read_predictions(path)
@@ -215,7 +164,7 @@ def evaluate(cfg: EvalConfig, console=None) -> dict:
         "problems": len(problems), "ran_now": len(todo), "seconds_now": round(seconds, 1),
         "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
         "skipped_rows": len(skipped.rows), "data": str(source), **stats, **_model_info(cfg), "versions": versions(),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": cfg.flat(),
     }
     _rewrite_json(cfg.out_dir / SUMMARY, summary)
     return summary

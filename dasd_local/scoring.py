@@ -16,32 +16,15 @@ surface; knows nothing about analysis or the CLI.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ScoreConfig, resolved
 from .errors import ConfigError, InputError
 from .lock import one_writer
 from .tasks import FieldMap, Problem, Task
 
 GOLD = "gold"  # strategy name of a record whose response is the reference solution
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    model: str | None = field(default=None, metadata={"help": "registry name or GGUF path (None: embedded default)"})
-    task: str = "math"
-    top_k: int = field(default=6, metadata={"help": "length of each view's recorded top-k list"})
-    limit: int | None = None
-    fields: FieldMap = FieldMap()
-    system: str | None = None
-    threads: int | None = None
-    n_gpu_layers: int = 0
-
-    def __post_init__(self):
-        if self.top_k < 1:
-            raise ConfigError(f"top_k = {self.top_k} is not allowed: expected >= 1")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit = {self.limit} is not allowed: expected >= 1")
 
 
 @dataclass
@@ -125,13 +108,13 @@ def merge_steps(recorded: list | None, scored: list[dict]) -> list[dict]:
     return [{**s, **{k: r[k] for k in keep if k in r}} for r, s in zip(recorded, scored)]
 
 
-def open_scoring_engine(cfg: ScoreConfig):
-    """One sequence; the context is sized later (fit_context) once the prompts are tokenized."""
-    from .engine import Engine, EngineConfig
-    from .models import resolve
+def scoring_session(cfg: ScoreConfig):
+    """A DecodeSession used only for its engine and views: one sequence, sized later
+    (fit_context) once the prompts are tokenized."""
+    from .session import DecodeSession
+    from .tasks import get_task
 
-    path, _ = resolve(cfg.model)
-    return Engine(path, EngineConfig(n_ctx=256, n_seq_max=1, n_gpu_layers=cfg.n_gpu_layers, n_threads=cfg.threads))
+    return DecodeSession(cfg, get_task(cfg.task))
 
 
 def fit_context(engine, items: list[Item]) -> None:
@@ -154,25 +137,19 @@ def score_items(engine, items: list[Item], k: int):
 def with_topk(records: list[dict], cfg: ScoreConfig) -> tuple[list[dict], list[str]]:
     """Records whose steps all carry both views' top-k lists: those that lack them are
     scored again (in memory). Returns the records and the ids that could not be scored."""
-    from .prompts import ViewBuilder
-    from .tasks import get_task
-
     todo = [i for i, r in enumerate(records) if r.get("steps") and not has_topk(r)]
     if not todo:
         return records, []
     out, failed = list(records), []
-    engine = open_scoring_engine(cfg)
-    try:
-        builder = ViewBuilder(engine, get_task(cfg.task), cfg.system)
-        items = [prepare(records[i], i, engine, builder, cfg) for i in todo]
+    with scoring_session(cfg) as session:
+        engine = session.engine
+        items = [prepare(records[i], i, engine, session.builder, cfg) for i in todo]
         fit_context(engine, items)
         for i, (item, result) in zip(todo, score_items(engine, items, cfg.top_k)):
             if isinstance(result, str):
                 failed.append(f"{item.record['id']}: {result}")
             else:
                 out[i] = result
-    finally:
-        engine.close()
     return out, failed
 
 
@@ -185,20 +162,19 @@ def has_topk(record: dict) -> bool:
 def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
     """Score every record of `inp` into `out` (resumable: ids already there are skipped);
     returns the manifest, written last beside the output."""
-    from .prompts import ViewBuilder
     from .records import RunWriter, read_jsonl, sha256_file, versions
-    from .tasks import get_task
 
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     rows, malformed = read_jsonl(Path(inp))
     rows = rows[:cfg.limit] if cfg.limit else rows
     writer = RunWriter(Path(out))
-    engine = open_scoring_engine(cfg)
+    session = scoring_session(cfg)
     started, skipped = time.time(), []
     try:
-        builder = ViewBuilder(engine, get_task(cfg.task), cfg.system)
-        items = [prepare(r, i, engine, builder, cfg) for i, r in enumerate(rows)]
+        session.open()
+        engine = session.engine
+        items = [prepare(r, i, engine, session.builder, cfg) for i, r in enumerate(rows)]
         seen = writer.done | writer.failed
         todo = [it for it in items if it.record["id"] not in seen]
         fit_context(engine, todo)
@@ -212,10 +188,10 @@ def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
                 progress(item)
     finally:
         writer.close()
-        engine.close()
+        session.close()
     manifest = {
         "model": str(engine.path), "model_sha256": sha256_file(engine.path), "versions": versions(),
-        "input": str(inp), "out": str(out), "config": asdict(cfg),
+        "input": str(inp), "out": str(out), "config": resolved(cfg),
         "counts": {"records": len(rows), "done": len(writer.done), "scored_now": len(todo) - len(skipped),
                    "failed": len(writer.failed), "malformed": len(malformed)},
         "skipped": (skipped + malformed)[:100], "seconds": round(time.time() - started, 2),

@@ -22,66 +22,12 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
+from .config import TrainConfig
 from .errors import ConfigError, InputError, ModelError, WriteError
 from .lock import one_writer
-
-
-def _opt(default, help: str, check=None, expect: str = ""):
-    return field(default=default, metadata={"help": help, "check": check, "expect": expect})
-
-
-_POS = (lambda v: v >= 1, ">= 1")
-
-
-@dataclass
-class TrainConfig:
-    data: str = _opt("", "JSONL records (generate/verify output, or question/base_prompt + response)")
-    model: str | None = _opt(None, "registry name or GGUF path: the adapter's base and, without --hf-model, the weights "
-                                   "(None: the registry's default)")
-    out: str = _opt("", "run directory")
-    hf_model: str | None = _opt(None, "HF hub id or local checkpoint of the same model (default: dequantize the GGUF)")
-    backend: str = _opt("auto", "auto | unsloth | peft", lambda v: v in ("auto", "unsloth", "peft"), "auto, unsloth or peft")
-    rank: int = _opt(16, "LoRA rank r", *_POS)
-    alpha: float = _opt(32.0, "LoRA alpha (update scaled by alpha / r)", lambda v: v > 0, "> 0")
-    dropout: float = _opt(0.05, "LoRA dropout", lambda v: 0 <= v < 1, "in [0, 1)")
-    lr: float = _opt(2e-5, "peak learning rate (paper: 2e-5)", lambda v: 0 < v < 1, "in (0, 1)")
-    warmup_ratio: float = _opt(0.2, "share of steps with linear warmup (paper: 0.2)", lambda v: 0 <= v < 1, "in [0, 1)")
-    schedule: str = _opt("cosine", "decay after warmup: cosine | linear", lambda v: v in ("cosine", "linear"), "cosine or linear")
-    epochs: int = _opt(3, "passes over the data", *_POS)
-    batch_size: int = _opt(4, "records per micro-batch", *_POS)
-    grad_accum: int = _opt(4, "micro-batches per optimizer step", *_POS)
-    max_length: int = _opt(2048, "longest prompt + response in tokens (longer responses are cut)", lambda v: v >= 8, ">= 8")
-    max_steps: int = _opt(0, "stop after this many optimizer steps (0: epochs decide)", lambda v: v >= 0, ">= 0")
-    seed: int = _opt(0, "seed of LoRA init, data order and dropout")
-    weight_decay: float = _opt(0.0, "AdamW weight decay", lambda v: v >= 0, ">= 0")
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0: off)", lambda v: v >= 0, ">= 0")
-    mask_ppl: float | None = _opt(None, "mask labels whose base-view PPL exceeds this (paper: 2.5)", lambda v: v > 1, "> 1")
-    profit: float | None = _opt(None, "mask labels whose probability under the trained model is below this", lambda v: 0 < v < 1, "in (0, 1)")
-    save_every: int = _opt(50, "checkpoint every N optimizer steps (0: only at the end)", lambda v: v >= 0, ">= 0")
-    keep_checkpoints: int = _opt(2, "checkpoints kept (older ones are deleted)", *_POS)
-    merged: str | None = _opt(None, "also write RUN_DIR/merged-<dtype>.gguf, the LoRA folded into the base: f16 | f32",
-                              lambda v: v in ("f16", "f32"), "f16 or f32")
-    grad_checkpoint: bool = _opt(True, "recompute each block's activations in the backward pass instead of keeping "
-                                       "them: far less memory, more compute, the same losses")
-    threads: int | None = _opt(None, "CPU threads for llama.cpp (tokenizing, scoring) and torch (None: all cores)", *_POS)
-    resume: bool = _opt(False, "continue from the run directory's last checkpoint")
-
-    def __post_init__(self):
-        for f in fields(self):
-            value, check = getattr(self, f.name), f.metadata["check"]
-            if value is not None and check is not None and not check(value):
-                raise ConfigError(f"{f.name} = {value!r} is not allowed: expected {f.metadata['expect']}")
-        for name in ("data", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"{name} is required")
-
-    def resumable(self) -> dict:
-        """The fields a resumed run must share with the run it continues."""
-        free = ("resume", "save_every", "keep_checkpoints", "out", "threads", "merged", "grad_checkpoint")
-        return {k: v for k, v in asdict(self).items() if k not in free}
 
 
 def _write_json(path: Path, obj) -> None:

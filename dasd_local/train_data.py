@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config import TrainConfig
 from .errors import InputError, ModelError
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 IGNORE = -100  # label of a position that adds nothing to the loss (torch's ignore_index)
 

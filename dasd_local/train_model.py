@@ -11,13 +11,10 @@ import math
 import random
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config import TrainConfig
 from .errors import ConfigError, ModelError
 from .train_data import IGNORE, Example
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 
 # ---- model -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .config import VerifyConfig  # noqa: F401  (callers import it from here too)
 from .errors import ConfigError, InputError
 from .lock import one_writer
 from .records import atomic_write_text, iter_jsonl, jsonl_text, write_error
@@ -25,22 +26,6 @@ ON_FAIL = ("drop", "keep-reference")
 # Per-token provenance of the generated response: meaningless once the response is the
 # gold solution, and training would otherwise take these token ids for the response.
 TOKEN_FIELDS = ("response_tokens", "steps", "stop_step")
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    task: str | None = field(default=None, metadata={"help": "math | code | mcq (None: the records' own `task`)"})
-    on_fail: str = field(default="drop", metadata={"help": "drop | keep-reference"})
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"help": "parallel checks"})
-    timeout_s: float = field(default=10.0, metadata={"help": "wall clock per code run"})
-
-    def __post_init__(self):
-        if not 0 < self.timeout_s <= 3600:
-            raise ConfigError(f"timeout_s = {self.timeout_s} is not allowed: expected in (0, 3600]")
-        if self.on_fail not in ON_FAIL:
-            raise ConfigError(f"on_fail = {self.on_fail!r} is not allowed: expected one of {', '.join(ON_FAIL)}")
-        if self.workers < 1:
-            raise ConfigError(f"workers = {self.workers} is not allowed: expected >= 1")
 
 
 @dataclass

@@ -31,10 +31,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_once(args: argparse.Namespace, batch: int, out_dir: Path) -> tuple[dict, dict]:
-    from dasd_local.evaluate import PREDICTIONS, EvalConfig, evaluate
+    from dasd_local.evaluate import PREDICTIONS, EvalConfig, eval_decode, evaluate
 
     cfg = EvalConfig(task=args.task, data=args.data, model=args.model, out_dir=out_dir, limit=args.limit,
-                     max_new_tokens=args.max_new_tokens, batch=batch, threads=args.threads)
+                     decode=eval_decode(max_new_tokens=args.max_new_tokens, batch=batch), threads=args.threads)
     summary = evaluate(cfg)
     lines = [json.loads(x) for x in (out_dir / PREDICTIONS).read_text().splitlines()]
     return summary, {x["id"]: x["prediction"] for x in lines}

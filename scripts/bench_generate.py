@@ -74,26 +74,21 @@ def child_greedy(args) -> dict:
 
 
 def child_dasd(args) -> dict:
-    from dasd_local.decode import DecodeConfig, Decoder
-    from dasd_local.engine import Engine, EngineConfig
-    from dasd_local.generate import RunConfig, size_context
-    from dasd_local.models import resolve
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.config import DecodeConfig, EngineOptions
+    from dasd_local.session import DecodeSession
 
     task, probs = problems(args.problems)
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
                        step_tokens=args.step_tokens, speculate=args.speculate)
-    engine = Engine(resolve(None)[0], EngineConfig(n_ctx=64, n_seq_max=1, n_batch=args.step_tokens,
-                                                   n_ubatch=args.ubatch, n_threads=args.threads or None,
-                                                   kv_unified=args.kv == "unified", kv_type=args.kv_type))
-    size_context(engine, ViewBuilder(engine, task), probs, RunConfig(kv=args.kv, kv_type=args.kv_type), cfg)
-    dec = Decoder(engine, task, cfg)
-    start = time.perf_counter()
-    n = sum(1 for _ in dec.run(probs))
-    secs = time.perf_counter() - start
-    s = dec.stats
+    opts = EngineOptions(ubatch=args.ubatch, threads=args.threads or None, kv=args.kv, kv_type=args.kv_type)
+    with DecodeSession(opts, task, cfg) as session:
+        start = time.perf_counter()
+        n = sum(1 for _ in session.run(probs))
+        secs = time.perf_counter() - start
+        n_ctx = session.engine.config.n_ctx
+    s = session.stats
     return {"emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n, "rows": s.rows,
-            "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": engine.config.n_ctx,
+            "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": n_ctx,
             "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1)}
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dasd_local.errors import ConfigError
-from dasd_local.evaluate import PREDICTIONS, SUMMARY, EvalConfig, evaluate, read_predictions, score
+from dasd_local.evaluate import PREDICTIONS, SUMMARY, EvalConfig, eval_decode, evaluate, read_predictions, score
 
 
 def test_score_groups_by_level_and_subject():
@@ -38,8 +38,9 @@ def test_config_checks():
 
 
 def run(tmp_path, data_dir, task, split_file, limit, **kw):
+    decode = eval_decode(max_new_tokens=kw.pop("max_new_tokens", 12), batch=kw.pop("batch", 3))
     cfg = EvalConfig(task=task, data=str(data_dir / split_file), out_dir=tmp_path / task, limit=limit,
-                     max_new_tokens=kw.pop("max_new_tokens", 12), batch=kw.pop("batch", 3), threads=1, workers=2, **kw)
+                     decode=decode, threads=1, workers=2, **kw)
     return evaluate(cfg)
 
 

@@ -83,12 +83,12 @@ def test_a_forked_child_does_not_keep_the_lock(tmp_path):
 
 def test_each_verb_takes_the_lock_before_any_work(tmp_path):
     """Every verb stops at once (before reading data or loading a model) on a held output."""
-    from dasd_local.decode import DecodeConfig
-    from dasd_local.evaluate import EvalConfig, evaluate
-    from dasd_local.generate import RunConfig, generate
-    from dasd_local.scoring import ScoreConfig, score_file
-    from dasd_local.train import TrainConfig, train
-    from dasd_local.verify import VerifyConfig, verify_file
+    from dasd_local.config import DecodeConfig, EvalConfig, RunConfig, ScoreConfig, TrainConfig, VerifyConfig
+    from dasd_local.evaluate import evaluate
+    from dasd_local.generate import generate
+    from dasd_local.scoring import score_file
+    from dasd_local.train import train
+    from dasd_local.verify import verify_file
 
     out, run = tmp_path / "o.jsonl", tmp_path / "run"
     calls = [lambda: generate(RunConfig(data="missing.jsonl", out=out), DecodeConfig()),

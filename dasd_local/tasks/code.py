@@ -15,7 +15,7 @@ import builtins
 import re
 from dataclasses import replace
 
-from . import FieldMap, Task, Verdict
+from .base import FieldMap, Task, Verdict
 from .sandbox import Limits, run_python
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)

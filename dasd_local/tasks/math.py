@@ -17,7 +17,7 @@ import threading
 from decimal import Decimal
 from typing import Iterable, Iterator
 
-from . import Task, Verdict
+from .base import Task, Verdict
 from .guard import Guard, GuardCrash, GuardTimeout
 
 MV_SECONDS = 5  # math-verify's own (SIGALRM) limit per parse/comparison, inside a worker

@@ -18,7 +18,7 @@ import re
 import string
 
 from ..errors import InputError
-from . import FieldMap, Task, Verdict
+from .base import FieldMap, Task, Verdict
 
 LETTERS = string.ascii_uppercase
 

@@ -1,0 +1,344 @@
+"""Every run's settings, in one place: default, help text and legal range of each field.
+
+A field is declared once with `setting(...)`; its metadata is the single source that
+the CLI's options (cli.opt), the range checks (`check_fields`) and the resolved config
+written beside every output all read. Errors name the setting as the user typed it
+(`--top-k = 0 is not allowed: expected >= 1`), its value and the allowed range.
+
+Knows the settings and their ranges; imports nothing heavier than the standard library
+and errors.py, so `dasd-local --help` stays instant and every module may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+STRATEGIES = ("dasd", "self-distill", "base", "hint")
+KV_TYPES = ("f16", "q8_0")
+
+
+def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None,
+            factory=MISSING):
+    """A dataclass field whose metadata carries its help, its check (value -> bool, skipped
+    for None) with the range it expects, and the CLI flag that sets it (None: none does)."""
+    meta = {"help": help, "check": check, "expect": expect, "flag": flag}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def reject(cfg, name: str, expect: str):
+    """The one error style: the setting (as the CLI spells it), its value, the legal range.
+
+    `--top-k / top_k = 0 is not allowed: expected >= 1` names the field both ways when
+    the flag's spelling differs from the field's."""
+    meta = next((f.metadata for f in fields(cfg) if f.name == name), {})
+    who = meta.get("flag") or name
+    if who.lstrip("-") != name:
+        who = f"{who} / {name}"  # the CLI's spelling and the Python one, for scripts and tests
+    raise ConfigError(f"{who} = {getattr(cfg, name)!r} is not allowed: expected {expect}")
+
+
+def check_fields(cfg) -> None:
+    """Run every field's own check (None values are 'not set' and pass)."""
+    for f in fields(cfg):
+        value, check = getattr(cfg, f.name), f.metadata.get("check")
+        if value is not None and check is not None and not check(value):
+            reject(cfg, f.name, f.metadata["expect"])
+
+
+def field_of(cls, name: str) -> dataclasses.Field:
+    found = {f.name: f for f in fields(cls)}
+    if name not in found:
+        raise KeyError(f"{cls.__name__} has no field {name!r}")
+    return found[name]
+
+
+def default_of(f: dataclasses.Field):
+    """A field's default; None for a computed one (the CLI then means 'let the config decide')."""
+    return None if f.default is MISSING else f.default
+
+
+def resolved(cfg) -> dict:
+    """The config as JSON-ready values (paths as strings), for the files beside an output."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return str(v) if isinstance(v, Path) else v
+    return plain(asdict(cfg))
+
+
+def one_of(*names):
+    return lambda v: v in names, " or ".join(names) if len(names) < 3 else "one of " + ", ".join(names)
+
+
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
+
+
+# ---- the per-step rule and the decode loop ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """What rules.choose needs; derived from a DecodeConfig by field name (rule_of)."""
+
+    top_k: int = setting(6, "Reference candidates K.", *AT_LEAST_1, flag="--top-k")
+    tau: float = setting(0.2, "Base-view probability a candidate needs.", lambda v: 0.0 <= v <= 1.0, "in [0, 1]",
+                         flag="--tau")
+    hard_mode: str = setting("ref", "When no candidate passes: ref (C[0]) | base (argmax p_B).", *one_of("ref", "base"),
+                             flag="--hard-mode")
+    hint_beta: float = setting(3.0, "Hinted decoding's entropy scale.", *AT_LEAST_0, flag="--hint-beta")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+def _rule_field(name: str):
+    f = field_of(RuleConfig, name)
+    return setting(f.default, f.metadata["help"], check=f.metadata["check"], expect=f.metadata["expect"],
+                   flag=f.metadata["flag"])
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    strategy: str = setting("dasd", "dasd | self-distill | base | hint", *one_of(*STRATEGIES), flag="--strategy")
+    top_k: int = _rule_field("top_k")
+    tau: float = _rule_field("tau")
+    hard_mode: str = _rule_field("hard_mode")
+    hint_beta: float = _rule_field("hint_beta")
+    max_new_tokens: int = setting(512, "Response length limit.", *AT_LEAST_1, flag="--max-new-tokens")
+    batch: int = setting(16, "Problems decoded together (2 sequences each).", lambda v: 1 <= v <= 128, "in [1, 128]",
+                         flag="--batch")
+    step_tokens: int = setting(512, "Most tokens one decode call carries.", flag="--step-tokens")
+    record_candidates: bool = setting(False, "Store each step's K candidates [token, p_ref, p_base].",
+                                      flag="--record-candidates")
+    base_only: bool = setting(False, "decode the base view alone (strategy base)")
+    share_prefix: bool = setting(True, "prefill the views' common prefix once")
+    speculate: str = setting("auto", "Prompt-lookup drafts verified by the rule: on | off | auto (on with "
+                             "--n-gpu-layers, where decode calls have spare rows; off on a CPU, where they cost more "
+                             "than they save).", *one_of("on", "off", "auto"), flag="--speculate")
+    draft_max: int = setting(8, "Most drafted tokens per problem and step.", lambda v: 0 <= v <= 64, "in [0, 64]",
+                             flag="--draft-max")
+    ngram: int = setting(3, "longest suffix matched when drafting", *AT_LEAST_1)
+    # measured on a 2-core CPU (scripts/bench_generate.py): drafts cost more rows than they
+    # save even at batch 1 (on/off 0.93x), so None resolves to 0 there and 512 with GPU offload
+    spec_rows: int | None = setting(None, "auto: draft only while a decode call has fewer rows "
+                                    "(None: 0 on a CPU, 512 with GPU offload)", *AT_LEAST_0)
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.step_tokens < 2 * self.batch:
+            reject(self, "step_tokens", f">= 2 x batch = {2 * self.batch}")
+        if self.base_only and self.strategy != "base":
+            reject(self, "base_only", "only with strategy base")
+
+    def rule(self) -> RuleConfig:
+        """The rule's settings, taken from this config by name."""
+        return RuleConfig(**{f.name: getattr(self, f.name) for f in fields(RuleConfig)})
+
+    def for_device(self, n_gpu_layers: int) -> DecodeConfig:
+        """spec_rows resolved: speculation pays only where decode calls have spare rows (a GPU)."""
+        if self.spec_rows is not None:
+            return self
+        return replace(self, spec_rows=0 if n_gpu_layers == 0 else 512)
+
+    def record_config(self) -> dict:
+        """The part of the config that decides the output (goes into every record)."""
+        keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens")
+        return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+def eval_decode(**kw) -> DecodeConfig:
+    """Greedy answers from the base view alone (one sequence per problem)."""
+    batch = kw.get("batch", field_of(DecodeConfig, "batch").default)
+    return DecodeConfig(**{"strategy": "base", "base_only": True, "step_tokens": max(512, 2 * batch), **kw})
+
+
+# ---- the model, the engine and the problems ------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which model, and how llama.cpp runs it (the decode session's half of a run)."""
+
+    model: str | None = setting(None, "Registry name or GGUF path (default: the embedded SmolLM2-135M).", flag="--model")
+    adapter: Path | None = setting(None, "llama.cpp GGUF LoRA adapter to apply.", flag="--adapter")
+    n_gpu_layers: int = setting(0, "Layers to offload on a CUDA/Metal build (-1 = all).",
+                                lambda v: v >= -1, ">= -1", flag="--n-gpu-layers")
+    threads: int | None = setting(None, "CPU threads (default: all cores).", *AT_LEAST_1, flag="--threads")
+    ctx: int | None = setting(None, "KV cells for all sequences (default: sized from the prompts).",
+                              lambda v: v >= 64, ">= 64", flag="--ctx")
+    ubatch: int = setting(32, "llama.cpp micro-batch: 32 keeps logits independent of batching; larger prefills faster.",
+                          *AT_LEAST_1, flag="--ubatch")
+    kv: str = setting("auto", "KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real "
+                      "lengths, less memory; shares the views' prefix) | auto (split while its KV cache fits "
+                      "min(4 GiB, RAM/4)).", *one_of("auto", "split", "unified"), flag="--kv")
+    kv_type: str = setting("f16", "KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to "
+                           "~0.05).", *one_of(*KV_TYPES), flag="--kv-type")
+    system: str | None = setting(None, "System prompt for both views.", flag="--system")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The task and how its rows are read (shared by problem sources and scoring)."""
+
+    # tasks.get_task checks the name (one list of tasks, one message)
+    task: str = setting("math", "math | code | mcq", flag="--task")
+    limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
+    id_field: str | None = setting(None, "Column with the problem id.", flag="--id-field")
+    question_field: str | None = setting(None, "Column with the question.", flag="--question-field")
+    reference_field: str | None = setting(None, "Column with the reference solution.", flag="--reference-field")
+
+    @property
+    def fields(self):
+        from .tasks import FieldMap
+
+        return FieldMap(self.id_field, self.question_field, self.reference_field)
+
+
+@dataclass(frozen=True)
+class ProblemSource(Columns):
+    """Where the problems come from."""
+
+    data: str | None = setting(None, "JSON/JSONL/parquet file or hub dataset id (default: the demo set).", flag="--data")
+    split: str = setting("train", "Split of a hub dataset.", flag="--split")
+
+
+def default_out(data: str | None, strategy: str) -> Path:
+    """dasd-out/<data stem>-<strategy>.jsonl (a hub id's slashes become underscores)."""
+    stem = Path(data).stem if data and Path(data).suffix else (data or "demo").replace("/", "_")
+    return Path("dasd-out") / f"{stem}-{strategy}.jsonl"
+
+
+@dataclass(frozen=True)
+class RunConfig(EngineOptions, ProblemSource):
+    """`generate`: problems + engine + output file (the decode settings are a DecodeConfig)."""
+
+    out: Path | None = setting(None, "Output JSONL (default: dasd-out/<data>-<strategy>.jsonl).", flag="--out")
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def with_out(self, strategy: str) -> RunConfig:
+        return self if self.out is not None else replace(self, out=default_out(self.data, strategy))
+
+
+@dataclass(frozen=True)
+class EvalConfig(EngineOptions, ProblemSource):
+    """`eval`: greedy base-view answers on a benchmark split, judged by the task."""
+
+    data: str | None = setting(None, "Benchmark split: JSON/JSONL/parquet file or hub dataset id.", flag="--data")
+    split: str = setting("test", "Split of a hub dataset.", flag="--split")
+    out_dir: Path = setting(Path("dasd-out/eval"), "Output directory (predictions.jsonl, summary.json).", flag="--out")
+    decode: DecodeConfig = setting(help="Decode settings (strategy base, base view only).", factory=eval_decode,
+                                   check=lambda d: d.base_only, expect="a base-only DecodeConfig (config.eval_decode)")
+    workers: int = setting(help="Parallel answer checks (default: CPU cores).", factory=lambda: os.cpu_count() or 1,
+                           check=AT_LEAST_1[0], expect=">= 1", flag="--workers")
+    timeout_s: float = setting(10.0, "Wall-clock seconds per code run (task code).", lambda v: 0 < v <= 3600,
+                               "in (0, 3600]", flag="--timeout")
+
+    def __post_init__(self):
+        if self.data is None:
+            raise ConfigError("eval needs --data (a benchmark split: file or hub id)")
+        check_fields(self)
+
+    def flat(self) -> dict:
+        """The resolved config with the decode settings lifted to the top level."""
+        d = resolved(self)
+        return {**d, **d.pop("decode")}
+
+
+# ---- score, verify ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreConfig(EngineOptions, Columns):
+    """`score` (teacher forcing) and `stats --overlap`."""
+
+    top_k: int = setting(6, "Length of each view's recorded top-k list.", *AT_LEAST_1, flag="--top-k")
+    limit: int | None = setting(None, "Only the first N records.", *AT_LEAST_1, flag="--limit")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    task: str | None = setting(None, "math | code | mcq (default: the records' own task).", flag="--task")
+    on_fail: str = setting("drop", "A wrong response: drop it, or keep-reference (the gold solution replaces it).",
+                           *one_of("drop", "keep-reference"), flag="--on-fail")
+    workers: int = setting(help="Parallel checks (code runs, math-verify workers) (default: CPU cores).",
+                           factory=lambda: os.cpu_count() or 1, check=AT_LEAST_1[0], expect=">= 1", flag="--workers")
+    timeout_s: float = setting(10.0, "Wall-clock seconds per code run (task code).", lambda v: 0 < v <= 3600,
+                               "in (0, 3600]", flag="--timeout")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+
+# ---- train ------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    data: str = setting("", "Records JSONL: generate/verify output, or question (or base_prompt) + response.")
+    model: str | None = setting(None, "Registry name or GGUF path: the adapter's base (default: the embedded "
+                                "SmolLM2-135M).", flag="--model")
+    out: str = setting("", "Run directory (config, log, checkpoints, adapters).", flag="--out")
+    hf_model: str | None = setting(None, "HF hub id or local checkpoint of the same model (default: dequantize the "
+                                   "GGUF).", flag="--hf-model")
+    backend: str = setting("auto", "auto (Unsloth on a CUDA GPU, else PEFT) | unsloth | peft.",
+                           *one_of("auto", "unsloth", "peft"), flag="--backend")
+    rank: int = setting(16, "LoRA rank r.", *AT_LEAST_1, flag="--rank")
+    alpha: float = setting(32.0, "LoRA alpha (update scaled by alpha / r).", lambda v: v > 0, "> 0", flag="--alpha")
+    dropout: float = setting(0.05, "LoRA dropout.", lambda v: 0 <= v < 1, "in [0, 1)", flag="--dropout")
+    lr: float = setting(2e-5, "Peak learning rate (paper: 2e-5).", lambda v: 0 < v < 1, "in (0, 1)", flag="--lr")
+    warmup_ratio: float = setting(0.2, "Share of steps with linear warmup (paper: 0.2).", lambda v: 0 <= v < 1,
+                                  "in [0, 1)", flag="--warmup-ratio")
+    schedule: str = setting("cosine", "Decay after warmup: cosine | linear.", *one_of("cosine", "linear"),
+                            flag="--schedule")
+    epochs: int = setting(3, "Passes over the data.", *AT_LEAST_1, flag="--epochs")
+    batch_size: int = setting(4, "Records per micro-batch.", *AT_LEAST_1, flag="--batch-size")
+    grad_accum: int = setting(4, "Micro-batches per optimizer step.", *AT_LEAST_1, flag="--grad-accum")
+    max_length: int = setting(2048, "Longest prompt + response in tokens (longer responses are cut).",
+                              lambda v: v >= 8, ">= 8", flag="--max-length")
+    max_steps: int = setting(0, "Stop after N optimizer steps (0: epochs decide).", *AT_LEAST_0, flag="--max-steps")
+    seed: int = setting(0, "Seed of LoRA init, data order and dropout.", flag="--seed")
+    weight_decay: float = setting(0.0, "AdamW weight decay", *AT_LEAST_0)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm (0: off)", *AT_LEAST_0)
+    mask_ppl: float | None = setting(None, "Mask labels whose base-view PPL exceeds this (paper: 2.5).",
+                                     lambda v: v > 1, "> 1", flag="--mask-ppl")
+    profit: float | None = setting(None, "Mask labels whose probability under the trained model is below this "
+                                   "(e.g. 0.1).", lambda v: 0 < v < 1, "in (0, 1)", flag="--profit")
+    save_every: int = setting(50, "Checkpoint every N optimizer steps (0: only at the end).", *AT_LEAST_0,
+                              flag="--save-every")
+    keep_checkpoints: int = setting(2, "checkpoints kept (older ones are deleted)", *AT_LEAST_1)
+    merged: str | None = setting(None, "Also write a standalone GGUF with the LoRA merged in: f16 | f32.",
+                                 *one_of("f16", "f32"), flag="--merged")
+    grad_checkpoint: bool = setting(True, "Recompute activations in the backward pass: far less memory, more compute "
+                                    "(same losses).", flag="--grad-checkpoint")
+    threads: int | None = setting(None, "CPU threads for llama.cpp and torch (default: all cores).", *AT_LEAST_1,
+                                  flag="--threads")
+    resume: bool = setting(False, "Continue the run in --out from its last checkpoint.", flag="--resume")
+
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("data", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is required")
+
+    def resumable(self) -> dict:
+        """The fields a resumed run must share with the run it continues."""
+        free = ("resume", "save_every", "keep_checkpoints", "out", "threads", "merged", "grad_checkpoint")
+        return {k: v for k, v in asdict(self).items() if k not in free}

@@ -1,0 +1,149 @@
+"""The decode loop's state and what it writes: views in the cache, problems in flight, the
+rows of one decode call, counters, and the step and problem records built from them.
+
+Knows rules' Picks and a record's layout; knows nothing about the engine's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
+
+from . import rules
+from .draft import DraftLength, NgramIndex
+from .prompts import Views
+from .tasks import Problem
+
+
+class Want(NamedTuple):
+    """Which logits row a decode entry asks for: problem slot, view ("b"/"r"), draft row."""
+
+    slot: int
+    view: str
+    row: int
+
+
+class Entry(NamedTuple):
+    """One token of one decode call."""
+
+    token: int
+    pos: int
+    seq: int
+    want: Want | None = None  # None: prefill, no logits wanted
+
+
+@dataclass
+class View:
+    """One view's sequence: prompt tokens, how many are in the KV cache, the next token to feed."""
+
+    seq: int
+    prompt: list[int]
+    fed: int = 0  # positions already in the KV cache
+    ready: bool = False  # prompt (all but its last token) is in the cache
+
+    @property
+    def next_token(self) -> int:
+        return self.prompt[-1]
+
+
+@dataclass
+class Slot:
+    problem: Problem
+    views: Views
+    b: View
+    r: View | None
+    response: list[int] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    text: bytes = b""
+    boxed: bool = False
+    finish: str | None = None
+    stop_step: dict | None = None
+    lookup: NgramIndex | None = None  # n-grams of the reference view's text, for drafting
+    dlen: DraftLength = field(default_factory=DraftLength)
+    draft: list[int] = field(default_factory=list)
+
+    @property
+    def decoding(self) -> bool:
+        return self.b.ready and (self.r is None or self.r.ready)
+
+    def place(self, index: int) -> None:
+        """Take the sequence ids of slot `index`: 2i for B, 2i+1 for R (i alone without R)."""
+        if self.r is None:
+            self.b.seq = index
+        else:
+            self.b.seq, self.r.seq = 2 * index, 2 * index + 1
+
+    def cells(self, max_new: int) -> int:
+        """KV cells this problem may need at most."""
+        n = len(self.b.prompt) + max_new
+        return n + (len(self.r.prompt) + max_new if self.r else 0)
+
+
+@dataclass
+class Failed:
+    problem: Problem
+    error: str
+
+
+@dataclass
+class Loop:
+    """All state of one `Decoder.run`: the problems still to come, the slots in flight, and
+    an admitted problem that waits for KV cells."""
+
+    todo: Iterator[Problem]
+    slots: list[Slot | None]
+    waiting: Slot | None = None
+
+
+@dataclass
+class Stats:
+    decode_calls: int = 0
+    rows: int = 0  # entries carried by decode calls
+    emitted: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    finished: int = 0
+    categories: dict = field(default_factory=lambda: {c: 0 for c in rules.CATEGORIES})
+
+
+def step_record(picks: rules.Picks, row: int, piece: bytes, candidates: bool) -> dict:
+    """One emitted token's record: the choice, its category and both views' numbers."""
+    cat = int(picks.category[row])
+    step = {
+        "token": int(picks.token[row]),
+        "text": piece.decode("utf-8", "replace"),
+        "category": rules.CATEGORIES[cat] if cat >= 0 else None,
+        "p_base": float(picks.p_base[row]),
+        "p_ref": None if picks.p_ref is None else float(picks.p_ref[row]),
+        "ref_rank": None if picks.ref_rank is None else int(picks.ref_rank[row]),
+        "argmax_base": int(picks.argmax_base[row]),
+        "argmax_ref": None if picks.argmax_ref is None else int(picks.argmax_ref[row]),
+    }
+    if candidates and picks.cand is not None:
+        p_ref = [None] * len(picks.cand[row]) if picks.cand_p_ref is None else picks.cand_p_ref[row]
+        step["candidates"] = [[int(t), None if pr is None else float(pr), float(pb)]
+                              for t, pr, pb in zip(picks.cand[row], p_ref, picks.cand_p_base[row])]
+    return step
+
+
+def problem_record(slot: Slot, task: str, cfg, response_text: str) -> dict:
+    """The finished problem's record (one JSONL line of `generate`)."""
+    v = slot.views
+    return {
+        "id": slot.problem.id,
+        "task": task,
+        "strategy": cfg.strategy,
+        "config": cfg.record_config(),
+        "question": slot.problem.question,
+        "reference_solution": slot.problem.reference,
+        **slot.problem.fields,
+        "base_prompt": v.base_text,
+        "reference_prompt": None if cfg.base_only else v.ref_text,
+        "base_prompt_tokens": v.base_tokens,
+        "reference_prompt_tokens": None if cfg.base_only else v.ref_tokens,
+        "response": response_text,
+        "response_tokens": slot.response,
+        "finish_reason": slot.finish,
+        "steps": slot.steps,
+        "stop_step": slot.stop_step,
+    }

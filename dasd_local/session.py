@@ -1,0 +1,125 @@
+"""One decode session: a model opened once, problems in, records out.
+
+Owns what every decoding caller used to repeat: resolving the model, opening the engine,
+building and tokenizing each problem's two views once, sizing the context for the
+problems at hand, admission (through the Decoder) and the engine's lifetime. `generate`,
+`eval` and `score` open one; a long-lived worker (a Ray actor) holds one and feeds it
+block after block:
+
+    with DecodeSession(engine_opts, task, decode_cfg) as s:
+        for rec in s.run(problems): ...
+        for rec in s.run(more_problems): ...   # same open engine
+
+Knows the engine's surface, the prompts and the decode loop; knows nothing about files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Iterator
+
+from .config import DecodeConfig, EngineOptions
+from .decode import Decoder
+from .decode_state import Failed, Stats
+from .tasks import Problem, Task
+
+# `--kv auto` takes the faster split cache while its KV memory stays within this budget
+SPLIT_KV_BUDGET = 4 << 30
+
+
+def split_budget() -> int:
+    """Bytes the split cache may take: 4 GiB or a quarter of the machine's memory, if less."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return SPLIT_KV_BUDGET
+    return min(SPLIT_KV_BUDGET, ram // 4)
+
+
+def auto_ctx(needs: list[int], batch: int) -> int:
+    """KV cells for `batch` problems in flight: the largest `batch` worst-case needs, so the
+    admission check (Decoder._fill) never has to hold a problem back for want of cells."""
+    top = sorted(needs, reverse=True)[:batch] or [256]
+    return -(-sum(top) // 256) * 256
+
+
+class DecodeSession:
+    """An open engine + view builder for one task; `run` decodes a block of problems.
+
+    Without a DecodeConfig the session only opens the engine and builds views (the
+    scoring pass sizes its own single-sequence context)."""
+
+    def __init__(self, opts: EngineOptions, task: Task, decode: DecodeConfig | None = None):
+        self.opts, self.task = opts, task
+        self.cfg = decode.for_device(opts.n_gpu_layers) if decode is not None else None
+        self.engine = self.builder = None
+        self.stats = Stats()  # summed over every run of this session
+
+    # ---- lifetime -------------------------------------------------------------------
+
+    def __enter__(self) -> DecodeSession:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from .engine import Engine, EngineConfig
+        from .models import resolve
+        from .prompts import ViewBuilder
+
+        path, _ = resolve(self.opts.model)
+        o = self.opts
+        # start small: the context is sized once the prompts are tokenized
+        small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=self.cfg.step_tokens if self.cfg else 512,
+                             n_ubatch=o.ubatch, n_gpu_layers=o.n_gpu_layers, n_threads=o.threads,
+                             kv_unified=o.kv != "split", kv_type=o.kv_type)
+        self.engine = Engine(path, small, adapter=o.adapter)
+        self.builder = ViewBuilder(self.engine, self.task, o.system)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+    # ---- decoding -------------------------------------------------------------------
+
+    def run(self, problems: Iterable[Problem], on_step: Callable[[Stats], None] | None = None
+            ) -> Iterator[dict | Failed]:
+        """Decode a block of problems on the open engine; yields a record or a Failed per
+        problem, in completion order. May be called again with the next block."""
+        problems = list(problems)
+        # tokenized once here; the Decoder reads them by object identity for this block only
+        views = {id(p): self.builder.views(p) for p in problems}
+        self.size_context(problems, views)
+        decoder = Decoder(self.engine, self.task, self.cfg, views=lambda p: views[id(p)], stats=self.stats)
+        yield from decoder.run(problems, on_step)
+
+    def size_context(self, problems: list[Problem], views: dict) -> None:
+        """Context for the real prompt lengths (or --ctx: all cells).
+
+        Unified cache: the largest `batch` problem needs. Split cache: every sequence gets
+        the cells of the longest view (prompt + max_new_tokens), within the trained context."""
+        cfg, o, engine = self.cfg, self.opts, self.engine
+        n_seq = max(1, min(cfg.batch, len(problems))) * (1 if cfg.base_only else 2)
+        needs, longest = [], 0
+        for p in problems:
+            v = views[id(p)]
+            n = len(v.base_tokens) + cfg.max_new_tokens
+            r = 0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens
+            needs.append(n + r)
+            longest = max(longest, n, r)
+        per = o.ctx // n_seq if o.ctx else min(-(-longest // 256) * 256 or 256, engine.n_ctx_train)
+        split_cells = max(per, 64) * n_seq
+        split = o.kv == "split" or (o.kv == "auto" and split_cells * engine.kv_bytes_per_cell <= split_budget())
+        if split:
+            self._resize(split_cells, n_seq, False)
+            return
+        n_ctx = o.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch)
+        self._resize(n_ctx, n_seq, True)
+
+    def _resize(self, n_ctx: int, n_seq: int, unified: bool) -> None:
+        # always a fresh context, even at the same size: a block then decodes in exactly the
+        # cache layout a new session would give it (the KV cells' placement stays bit-for-bit
+        # reproducible), at the cost of one context allocation per block
+        self.engine.resize(n_ctx, n_seq, kv_unified=unified)
