@@ -353,6 +353,8 @@ def score_(
 
 
 def main() -> None:
+    import errno
+
     try:
         app()
     except DasdError as e:
@@ -368,4 +370,10 @@ def main() -> None:
         if os.environ.get("DASD_DEBUG") or not e.filename:
             raise
         typer.secho(f"error: {e.filename}: {e.strerror}", fg="red", err=True)
+        sys.exit(1)
+    except OSError as e:  # a full disk or a read-only directory inside a library's own write
+        if os.environ.get("DASD_DEBUG") or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        typer.secho(f"error: {e.filename or 'output'}: {e.strerror}; the run stopped and keeps what it finished: "
+                    "free space (or make it writable) and run the same command again", fg="red", err=True)
         sys.exit(1)

@@ -25,3 +25,8 @@ class Interrupted(DasdError):
     """Ctrl-C during a resumable run: what is written stays; the CLI exits with 130."""
 
     exit_code = 130
+
+
+class WriteError(DasdError):
+    """An output that cannot be written (full disk, read-only or unwritable directory).
+    The run stops; everything it finished is kept and the same command resumes."""

@@ -15,8 +15,10 @@ from dataclasses import asdict
 
 from .config import DecodeConfig, RunConfig, resolved
 from .decode_state import Stats
+from .lock import one_writer
 
 
+@one_writer(lambda run, cfg, console=None, warn=None: run.with_out(cfg.strategy).out)
 def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None) -> dict:
     """Run generation; returns the manifest (also written beside the output). Input
     problems are shown through `warn` (default: stderr) before anything is decoded."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .config import ScoreConfig, resolved
 from .errors import ConfigError, InputError
+from .lock import one_writer
 from .tasks import FieldMap, Problem, Task
 
 GOLD = "gold"  # strategy name of a record whose response is the reference solution
@@ -162,6 +163,7 @@ def has_topk(record: dict) -> bool:
     return bool(steps) and all(s.get("topk_base") and s.get("topk_ref") for s in steps)
 
 
+@one_writer(lambda inp, out, cfg, progress=None: out)
 def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None) -> dict:
     """Score every record of `inp` into `out` (resumable: ids already there are skipped);
     returns the manifest, written last beside the output."""

@@ -12,7 +12,6 @@ record layout and the tasks' verify(); knows nothing about models.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Iterator
 
 from .config import VerifyConfig  # noqa: F401  (callers import it from here too)
 from .errors import ConfigError, InputError
+from .lock import one_writer
 from .published import sdft_rejects
-from .records import iter_jsonl, no_records, output_dir
+from .records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -116,14 +116,13 @@ def judge(record: dict, verdict: Verdict, on_fail: str) -> dict | None:
 
 
 def write_atomic(path: Path, records: list[dict]) -> None:
+    """All kept records at once (temp + fsync + rename): a kill leaves the old output or the
+    new one, never part of it; verifying again gives the same file."""
     output_dir(path, "--out")
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, jsonl_text(records))
 
 
+@one_writer(lambda inp, out, cfg: out)
 def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
     """Verify every usable record of `inp`; write the kept ones to `out` (input order)."""
     if Path(inp).resolve() == Path(out).resolve():
