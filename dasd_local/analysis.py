@@ -147,13 +147,13 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
     With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists are
     rescored by teacher forcing first; `level_field`: the column read as the level."""
     from .errors import ConfigError
-    from .records import read_jsonl
+    from .records import read_records
 
     if not threshold > 1:
         raise ConfigError(f"threshold = {threshold} is not allowed: expected > 1 (PPL is at least 1)")
     stats, problems = [], []
     for path in paths:
-        records, bad = read_jsonl(Path(path))
+        records, bad = read_records(Path(path))
         problems += bad
         records = [{**r, "level": r.get(level_field)} for r in records] if level_field else records
         if overlap_cfg is not None:
@@ -184,9 +184,9 @@ def num(x: float | None) -> str:
 
 
 def _rows(stats: list[dict]):
-    """(label, level, summary) for each file's total, then its levels."""
+    """(path and strategy, level, summary) for each file's total, then its levels."""
     for s in stats:
-        yield s["label"], "all", s["all"]
+        yield f"{s['path']}\n({', '.join(s['strategies'])})", "all", s["all"]
         for level, summary in s["by_level"].items():
             yield "", level, summary
 
@@ -194,9 +194,9 @@ def _rows(stats: list[dict]):
 def _table(title: str, cols: list[str]):
     from rich.table import Table
 
-    table = Table(title=title)
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("file", "level") else "right")
+    table = Table(title=title, box=None, pad_edge=False, header_style="bold underline")  # no rules: fits 80 columns
+    for c in cols:  # whole headers over the numbers; the path folds into what is left, never cut
+        table.add_column(c.replace("_", "_\n"), justify="left" if c in ("file", "level") else "right", overflow="fold", no_wrap=c != "file")
     return table
 
 
@@ -213,8 +213,8 @@ def token_table(stats: list[dict]):
 
 def category_table(stats: list[dict]):
     """How each token was chosen (Fig. 5, Fig. 7), for files whose tokens carry a category."""
-    table = _table("token categories (share of categorized tokens; records: verified-correct ones, or all "
-                   "where a file has no verdicts)", ["file", "level", "records", "tokens", *CATEGORIES, "filtered"])
+    table = _table("token categories (shares of categorized tokens; filtered = base_selected + hard, not a fifth; records: "
+                   "verified-correct ones, or all where a file has no verdicts)", ["file", "level", "records", "tokens", *CATEGORIES, "filtered"])
     for label, level, s in _rows([s for s in stats if s["all"]["category_shares"]]):
         shares = s["category_shares"] or {}
         table.add_row(label, level, s["category_scope"], str(s["categorized"]), *(pct(shares.get(c)) for c in CATEGORIES),

@@ -20,7 +20,25 @@ from .dataset_out import ExportConfig  # light: its heavy imports are inside fun
 from .distributed import RayConfig  # light: Ray is imported inside its functions
 from .errors import DasdError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Distribution-Aligned Self-Distillation on llama.cpp.")
+# Plain click help (rich_markup_mode=None): rich's help panels cut defaults and help
+# texts at 80 columns, show `--help <bool>`, and eat `[token, p_ref, p_base]` as markup.
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Distribution-Aligned Self-Distillation on llama.cpp.")
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"dasd-local {version('dasd-local')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = False) -> None:
+    """Distribution-Aligned Self-Distillation on llama.cpp."""
 
 
 def opt(cls, name: str, *decls: str, **kw):
@@ -29,6 +47,10 @@ def opt(cls, name: str, *decls: str, **kw):
     f = C.field_of(cls, name)
     decls = decls or ((f.metadata.get("flag") or C.flag(name)),)
     return typer.Option(C.default_of(f), *decls, help=f.metadata["help"], **kw)
+
+
+def _warn(line: str) -> None:
+    typer.secho(line, fg="yellow", err=True)
 
 
 def _echo_skipped(lines: list[str], most: int) -> None:
@@ -52,8 +74,10 @@ def generate(
     model: Optional[str] = opt(C.RunConfig, "model", "--model", "-m"),
     data: Optional[str] = opt(C.RunConfig, "data", "--data", "-d"),
     task: str = opt(C.RunConfig, "task", "--task", "-t"),
+    answer_format: Optional[str] = opt(C.RunConfig, "answer_format"),
     strategy: str = opt(C.DecodeConfig, "strategy", "--strategy", "-s"),
     out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
+    restart: bool = opt(C.RunConfig, "restart"),
     limit: Optional[int] = opt(C.RunConfig, "limit"),
     sample: Optional[int] = opt(C.RunConfig, "sample"),
     seed: int = opt(C.RunConfig, "seed"),  # one --seed: RunConfig (--sample) and DecodeConfig (sampling) take it
@@ -63,9 +87,9 @@ def generate(
     tau: float = opt(C.DecodeConfig, "tau"),
     hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
     hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
+    record_candidates: bool = opt(C.DecodeConfig, "record_candidates"),
     baseline_form: str = opt(C.DecodeConfig, "baseline_form"),
     hint_analysis_tokens: Optional[int] = opt(C.DecodeConfig, "hint_analysis_tokens"),
-    record_candidates: bool = opt(C.DecodeConfig, "record_candidates", "--record-candidates/--no-record-candidates"),
     split: str = opt(C.RunConfig, "split"),
     id_field: Optional[str] = opt(C.RunConfig, "id_field"),
     question_field: Optional[str] = opt(C.RunConfig, "question_field"),
@@ -89,11 +113,20 @@ def generate(
     threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
     gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
 ) -> None:
-    """Decode every problem with the base and reference views; write training records."""
+    """Decode every problem with the base and reference views; write training records.
+
+    Columns each task reads (others pass through to the records): math: unique_id (id), problem
+    (question), solution (reference solution), answer; code: task_id (id), text (question), code
+    (reference solution), test_list; mcq: id (id), question, answerKey (reference), choices."""
     from .generate import generate as run_generate
 
     args = dict(locals())
-    m = run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), ray=_pick(RayConfig, args))
+    _echo_generated(run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), warn=_warn,
+                                 ray=_pick(RayConfig, args)))
+
+
+def _echo_generated(m: dict) -> None:
+    """generate's result lines."""
     c, st = m["counts"], m["stats"]
     typer.echo(f"wrote {m['out']}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "
                f"{c['skipped_rows']} rows skipped); {st['emitted']} tokens at {st['emitted_per_s']} tok/s")
@@ -102,7 +135,7 @@ def generate(
                    f"{st['rows_per_call']} rows per decode call")
     if st["category_shares"]:
         typer.echo("categories: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in st["category_shares"].items()))
-    _echo_skipped(m["skipped"] + m["failed_now"], 5)
+    _echo_skipped(m["failed_now"], 5)  # skipped rows were shown before decoding
 
 
 @app.command()
@@ -192,6 +225,7 @@ def eval_(
     model: Optional[str] = opt(C.EvalConfig, "model", "--model", "-m"),
     adapter: Optional[Path] = opt(C.EvalConfig, "adapter"),
     task: str = opt(C.EvalConfig, "task", "--task", "-t"),
+    answer_format: Optional[str] = opt(C.EvalConfig, "answer_format"),
     split: str = opt(C.EvalConfig, "split"),
     limit: Optional[int] = opt(C.EvalConfig, "limit"),
     sample: Optional[int] = opt(C.EvalConfig, "sample"),
@@ -309,6 +343,7 @@ def score_(
     inp: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="Records with a response (text or tokens), or dataset rows (their gold solution is scored).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL: the records with per-token fields under both views.")],
     task: str = opt(C.ScoreConfig, "task", "--task", "-t"),
+    answer_format: Optional[str] = opt(C.ScoreConfig, "answer_format"),
     model: Optional[str] = opt(C.ScoreConfig, "model", "--model", "-m"),
     limit: Optional[int] = opt(C.ScoreConfig, "limit"),
     sample: Optional[int] = opt(C.ScoreConfig, "sample"),
@@ -337,10 +372,27 @@ def score_(
 
 
 def main() -> None:
+    import errno
+
     try:
         app()
     except DasdError as e:
         if os.environ.get("DASD_DEBUG"):
             raise
-        typer.secho(f"error: {e}", fg="red", err=True)
+        interrupted = getattr(e, "exit_code", 1) == 130
+        typer.secho(str(e) if interrupted else f"error: {e}", fg="yellow" if interrupted else "red", err=True)
+        sys.exit(getattr(e, "exit_code", 1))
+    except KeyboardInterrupt:  # a verb without its own count of what is done
+        typer.secho("interrupted: rerun the same command to resume", fg="yellow", err=True)
+        sys.exit(130)
+    except OSError as e:  # a path no verb checked itself (a full disk, a read-only file)
+        if os.environ.get("DASD_DEBUG") or not e.filename:
+            raise
+        typer.secho(f"error: {e.filename}: {e.strerror}", fg="red", err=True)
+        sys.exit(1)
+    except OSError as e:  # a full disk or a read-only directory inside a library's own write
+        if os.environ.get("DASD_DEBUG") or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        typer.secho(f"error: {e.filename or 'output'}: {e.strerror}; the run stopped and keeps what it finished: "
+                    "free space (or make it writable) and run the same command again", fg="red", err=True)
         sys.exit(1)

@@ -243,7 +243,6 @@ class EngineOptions:
 class Columns:
     """The task and how its rows are read (shared by problem sources and scoring)."""
 
-    # tasks.get_task checks the name (one list of tasks, one message)
     task: str = setting("math", "math | code | mcq", flag="--task")
     limit: int | None = setting(None, "Only the first N problems.", *AT_LEAST_1, flag="--limit")
     sample: int | None = setting(None, "A seeded random sample of N problems, before --limit.", *AT_LEAST_1, flag="--sample")
@@ -254,13 +253,13 @@ class Columns:
     answer_field: str | None = setting(None, "Column with the gold answer (math/mcq).", flag="--answer-field")
     choices_field: str | None = setting(None, "Column with the choices (mcq).", flag="--choices-field")
     tests_field: str | None = setting(None, "Column with the test asserts (code: test_list).", flag="--tests-field")
+    answer_format: str | None = setting(None, "Answers asked for and read back as: math boxed | answer-is (demo: answer-is), mcq answer-is, code code-block.", flag="--answer-format")
 
     @property
     def fields(self):
         from .tasks import FieldMap
 
-        return FieldMap(self.id_field, self.question_field, self.reference_field, self.answer_field,
-                        self.choices_field, self.tests_field)
+        return FieldMap(self.id_field, self.question_field, self.reference_field, self.answer_field, self.choices_field, self.tests_field)
 
 
 @dataclass(frozen=True)
@@ -282,6 +281,7 @@ class RunConfig(EngineOptions, ProblemSource):
     """`generate`: problems + engine + output file (the decode settings are a DecodeConfig)."""
 
     out: Path | None = setting(None, "Output JSONL (default: dasd-out/<data>-<strategy>.jsonl).", flag="--out")
+    restart: bool = setting(False, "Remove what an earlier run wrote to --out and start over.", flag="--restart")
 
     def __post_init__(self):
         check_fields(self)

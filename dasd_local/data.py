@@ -2,8 +2,10 @@
 
 Knows file formats and the `datasets` library; knows nothing about tasks beyond
 asking one to turn a row into a Problem. Malformed rows are skipped and counted
-(with the file and line that held them); a missing file or a field absent from the
-data is one clear error.
+(with the file and line that held them), all before any decoding starts; a missing
+or empty file or a field absent from the data is one clear error. Columns the task
+does not read pass through to the records (renamed `input_<name>` where they would
+collide with a record field).
 """
 
 from __future__ import annotations
@@ -14,17 +16,30 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
+from .records import RECORD_KEYS
 from .tasks import FieldMap, Problem, Task
 
 
 @dataclass
 class Skipped:
-    """Rows that could not be used, with a reason each (reported, never fatal)."""
+    """Rows that could not be used, with a reason each (reported, never fatal), and notes
+    about the data as a whole (ids taken from row numbers)."""
 
     rows: list[str] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, where: str, why: str) -> None:
         self.rows.append(f"{where}: {why}")
+        kind = why.split(" (")[0]  # "malformed JSON (Expecting value)" counts as "malformed JSON"
+        self.reasons[kind] = self.reasons.get(kind, 0) + 1
+
+    def summary(self) -> str | None:
+        """One line for the user, shown before decoding: how many rows, why, the first."""
+        if not self.rows:
+            return None
+        why = ", ".join(f"{n} {kind}" for kind, n in self.reasons.items())
+        return f"{len(self.rows)} input row{'s' * (len(self.rows) > 1)} skipped ({why}); first: {self.rows[0]}"
 
 
 def _jsonl_rows(path: Path, skipped: Skipped) -> Iterator[tuple[str, dict]]:
@@ -90,6 +105,21 @@ def iter_rows(source: str | Path, split: str = "train") -> tuple[Iterator[tuple[
     return _hub_rows(str(source), split), skipped
 
 
+def passthrough(row: dict, task: Task, fields: FieldMap) -> dict:
+    """The row's columns for the record: all but those the task reads (the record holds them
+    as `id`, `question`, `reference_solution` and its gold fields under the task's names)."""
+    used = {fields.id or task.id_field, fields.question or task.question_field, fields.reference or task.reference_field,
+            *task.slots(fields),
+            *(task.column(k, fields) for k in (*task.gold_fields, *task.meta_fields))}
+    out = {(f"input_{k}" if k in RECORD_KEYS else k): v for k, v in row.items() if k not in used}
+    return {**out, **task.keep(row, fields)}
+
+
+def _missing_column(where: str, row: dict, column: str, task: Task, fields: FieldMap) -> InputError:
+    return InputError(f"{where}: no field {column!r} (fields: {', '.join(sorted(row))}); choose the column with "
+                      f"{fields.option(task.slots(fields)[column])} (task {task.name} reads: {task.schema()})")
+
+
 def sample_ids(ids: list[str], n: int | None, seed: int = 0) -> set[str]:
     """A uniform random sample of n ids, fixed by the seed and independent of file order
     and of rows other commands skip: the n ids with the smallest hash of (seed, id), so
@@ -116,29 +146,33 @@ def load_problems(
 ) -> tuple[list[Problem], Skipped]:
     """Problems from `source` in file order (`sample`: a seeded random subset of them, see
     sample_ids); rows missing a required field are skipped, and a field missing from the
-    very first row is an error (a wrong column name)."""
+    very first row is an error (a wrong column name), as is a source with no usable row."""
     rows, skipped = iter_rows(source, split)
     problems: list[Problem] = []
     seen: set[str] = set()
     slots = task.slots(fields)
+    id_column = fields.id or task.id_field
     for index, (where, row) in enumerate(rows):
         missing = [c for c in slots if row.get(c) is None]
         if missing and not problems and not skipped.rows:
-            raise InputError(
-                f"{where}: no field {missing[0]!r} (fields: {', '.join(sorted(row))}); "
-                f"choose the column with {fields.option(slots[missing[0]])}"
-            )
+            raise _missing_column(where, row, missing[0], task, fields)
         if missing:
             skipped.add(where, f"missing field {missing[0]!r}")
             continue
-        pid = str(row.get(fields.id or task.id_field, index))
+        if id_column not in row and not skipped.notes:
+            skipped.notes.append(f"{where}: no id column {id_column!r}, so ids are row numbers (0, 1, ...); "
+                                 f"name your id column with --id-field")
+        pid = str(row.get(id_column, index))
         if pid in seen:
             skipped.add(where, f"duplicate id {pid!r}")
             continue
         seen.add(pid)
-        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields), task.keep(row, fields)))
+        problems.append(Problem(pid, task.question(row, fields), task.reference(row, fields),
+                                passthrough(row, task, fields)))
         if sample is None and limit is not None and len(problems) >= limit:
             break
+    if not problems:
+        raise InputError(f"{source}: no usable rows" + (f": {skipped.summary()}" if skipped.rows else " (empty)"))
     return select(problems, lambda p: p.id, sample, seed, limit), skipped
 
 
@@ -146,10 +180,11 @@ def load_source(cfg):
     """A config's problems (a config.ProblemSource: data, task, split, limit, columns):
     returns the task, the source read (the demo set when `data` is None), the problems
     and the rows skipped."""
-    from .demo import demo_path
+    from .demo import ANSWER_FORMAT, demo_path
     from .tasks import get_task
 
-    task = get_task(cfg.task)
-    source = cfg.data if cfg.data is not None else demo_path()
+    demo = cfg.data is None
+    task = get_task(cfg.task, getattr(cfg, "answer_format", None) or (ANSWER_FORMAT if demo else None))
+    source = demo_path() if demo else cfg.data
     problems, skipped = load_problems(source, task, cfg.fields, cfg.split, cfg.limit, cfg.sample, cfg.seed)
     return task, source, problems, skipped

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .config import check_fields, one_of, setting
 from .errors import ConfigError, DasdError, InputError
+from .lock import one_writer
 from .records import read_jsonl, sidecar
 
 FORMATS = ("hf", "parquet", "prompt-completion", "messages", "sharegpt")
@@ -234,6 +235,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@one_writer(lambda cfg: cfg.out)
 def export(cfg: ExportConfig) -> dict:
     """Write the kept records of every input in `cfg.format` with a card; push when asked.
     Returns a summary (counts, files, the card's numbers); a failed push raises HubError

@@ -160,13 +160,14 @@ class Decoder:
             self._accept(slots[i], picks, n)
 
     def _hint_phase(self, slot: Slot, j: int) -> int:
-        """Hinted decoding's phase at draft row j: R alone first, B alone after \\boxed{."""
+        """Hinted decoding's phase at draft row j: R alone first, B alone once the task's
+        answer marker (\\boxed{, "answer is") is written."""
         if self.cfg.strategy != "hint":
             return rules.HINT_MIX
         if not slot.response and j == 0:
             return rules.HINT_REF
         text = slot.text + b"".join(self.engine.token_text(t, special=False) for t in slot.draft[:j])
-        return rules.HINT_BASE if BOXED in text else rules.HINT_MIX
+        return rules.HINT_BASE if (self.task.answer_marker or BOXED) in text else rules.HINT_MIX
 
     def _accept(self, slot: Slot, picks: rules.Picks, row: int) -> None:
         """Emit the rule's picks while they confirm the draft; the first pick that differs
@@ -212,7 +213,7 @@ class Decoder:
     # ---- the loop -----------------------------------------------------------------------
 
     def _record(self, slot: Slot) -> dict:
-        return problem_record(slot, self.task.name, self.cfg, self.engine.detokenize(slot.response))
+        return problem_record(slot, self.task, self.cfg, self.engine.detokenize(slot.response))
 
     def _release(self, slot: Slot) -> None:
         for view in (slot.b, slot.r):

@@ -127,12 +127,13 @@ def step_record(picks: rules.Picks, row: int, piece: bytes, candidates: bool) ->
     return step
 
 
-def problem_record(slot: Slot, task: str, cfg, response_text: str) -> dict:
+def problem_record(slot: Slot, task, cfg, response_text: str) -> dict:
     """The finished problem's record (one JSONL line of `generate`)."""
     v = slot.views
     return {
         "id": slot.problem.id,
-        "task": task,
+        "task": task.name,
+        "answer_format": task.answer_format,
         "strategy": cfg.strategy,
         "config": cfg.record_config(),
         "question": slot.problem.question,

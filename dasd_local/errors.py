@@ -15,3 +15,18 @@ class ModelError(DasdError):
 
 class ConfigError(DasdError, ValueError):
     """An option outside its legal range."""
+
+
+class OutputError(DasdError):
+    """An output path that cannot be created or written."""
+
+
+class Interrupted(DasdError):
+    """Ctrl-C during a resumable run: what is written stays; the CLI exits with 130."""
+
+    exit_code = 130
+
+
+class WriteError(DasdError):
+    """An output that cannot be written (full disk, read-only or unwritable directory).
+    The run stops; everything it finished is kept and the same command resumes."""

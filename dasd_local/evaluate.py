@@ -6,20 +6,24 @@ loop as generation (strategy `base`, one sequence per problem). Each answer is c
 by the task as soon as it finishes, on a thread pool, so code runs overlap decoding.
 Writes OUT_DIR/predictions.jsonl (one line per problem, appended as it is judged, so a
 killed run resumes where it stopped) and OUT_DIR/summary.json (score overall and by
-level and subject where the data has them, the config, the model's sha256). Knows the
-decode loop's surface and the tasks; knows nothing about llama.cpp.
+level and subject where the data has them, the config, the model's sha256). One run at a
+time holds OUT_DIR (lock.py); summary.json is removed when a run opens the directory and
+written last, after predictions.jsonl is put back into input order (temp + rename), so a
+resumed run ends with the same files as an uninterrupted one. Knows the decode loop's
+surface and the tasks; knows nothing about llama.cpp.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .config import EvalConfig, eval_decode  # noqa: F401  (callers import them from here too)
+from .lock import one_writer
+from .records import Appender, atomic_write_text, jsonl_text, recover_jsonl
 from .tasks import Task
 
 PREDICTIONS, SUMMARY = "predictions.jsonl", "summary.json"
@@ -27,26 +31,15 @@ PREDICTIONS, SUMMARY = "predictions.jsonl", "summary.json"
 
 def read_predictions(path: Path) -> dict[str, dict]:
     """Judged lines of an earlier run by id; a line cut by a kill is dropped (re-run)."""
-    done: dict[str, dict] = {}
-    torn = False
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                torn = True
-                continue
-            if isinstance(rec, dict) and "id" in rec:
-                done[str(rec["id"])] = rec
-    if torn:  # appending after a cut line would glue two records together
-        _rewrite(path, done.values())
-    return done
+    return {str(r["id"]): r for r in recover_jsonl(path) if "id" in r}
 
 
-def _rewrite(path: Path, records) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+def finish_predictions(path: Path, order: list[str]) -> list[dict]:
+    """predictions.jsonl in input order (ids not in `order` last), each id once; returns it."""
+    rank = {pid: i for i, pid in enumerate(order)}
+    lines = sorted(read_predictions(path).values(), key=lambda r: rank.get(str(r["id"]), len(rank)))
+    atomic_write_text(path, jsonl_text(lines))
+    return lines
 
 
 def prediction(task: Task, record: dict, verdict) -> dict:
@@ -82,8 +75,7 @@ class _Judge:
         self.pending = still
 
     def _write(self, line: dict) -> None:
-        self.out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self.out.flush()
+        self.out.write(line)
 
     def close(self) -> None:
         self.flush(wait=True)
@@ -95,7 +87,7 @@ def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, conso
     from .decode_state import Failed
     from .session import DecodeSession
 
-    with DecodeSession(cfg, task, cfg.decode) as session, path.open("a", encoding="utf-8") as out, \
+    with DecodeSession(cfg, task, cfg.decode) as session, Appender(path) as out, \
             _Progress(console, len(todo)) as advance:
         judge = _Judge(task, out, cfg.workers)
         try:
@@ -170,11 +162,12 @@ def score(lines: list[dict]) -> dict:
     return out
 
 
+@one_writer(lambda cfg, console=None, ray=None: cfg.out_dir, directory=True)
 def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a distributed.RayConfig);
     returns the summary, also written to summary.json."""
     from .data import load_source
-    from .records import versions
+    from .records import output_dir, versions
 
     on_ray = ray is not None and ray.enabled
     if on_ray:
@@ -184,9 +177,10 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
 
     task, source, problems, skipped = load_source(cfg)
     task.set_timeout(cfg.timeout_s)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(cfg.out_dir, "--out", is_dir=True)
     path = cfg.out_dir / PREDICTIONS
     done = read_predictions(path)
+    (cfg.out_dir / SUMMARY).unlink(missing_ok=True)  # the run is open again
     todo = [p for p in problems if p.id not in done]
     started = time.time()
     try:
@@ -200,7 +194,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
         task.close()
     seconds = time.time() - started
     ids = {p.id for p in problems}
-    lines = [r for r in read_predictions(path).values() if str(r["id"]) in ids]
+    lines = [r for r in finish_predictions(path, [p.id for p in problems]) if str(r["id"]) in ids]
     summary = {
         "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **score(lines),
         "problems": len(problems), "ran_now": len(todo), "seconds_now": round(seconds, 1),
@@ -228,9 +222,7 @@ def _model_info(cfg: EvalConfig, stats: dict) -> dict:
 
 
 def _rewrite_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def summary_table(summary: dict, title: str):

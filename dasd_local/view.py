@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import InputError
-from .records import read_jsonl, sidecar
+from .records import read_records, sidecar
 
 STYLES = {"consistent": "", "reserved": "bold yellow", "base_selected": "bold cyan", "hard": "bold white on red", None: ""}
 LEGEND = [("consistent", "both views' top token"), ("reserved", "reference's top token, plausible to base"),
@@ -19,13 +19,17 @@ LEGEND = [("consistent", "both views' top token"), ("reserved", "reference's top
 
 
 def legend():
+    """One category per line: wrapped into one paragraph, the entries split mid-phrase."""
+    from rich.table import Table
     from rich.text import Text
 
-    t = Text("legend: ")
-    for cat, what in LEGEND:
-        t.append(cat, style=STYLES[cat] or "underline")
-        t.append(f" = {what}   ")
-    return t
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for n, (cat, what) in enumerate(LEGEND):
+        table.add_row("legend:" if n == 0 else "", Text(cat, style=STYLES[cat] or "underline"), what)
+    return table
 
 
 def response_text(record: dict):
@@ -50,7 +54,7 @@ def candidates_table(record: dict, spell):
 
     table = Table(title="non-consistent choices", show_lines=False)
     for col in ("#", "emitted", "category", "candidates (token p_R / p_B)"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for i, s in enumerate(record.get("steps", [])):
         if s.get("category") in (None, "consistent"):
             continue
@@ -77,11 +81,12 @@ def _speller(path: Path, model: str | None):
 def show(path: Path, pid: str | None = None, candidates: bool = False, limit: int = 3,
          model: str | None = None, console=None) -> int:
     """Print records (all up to `limit`, or the one with id `pid`); returns how many."""
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.panel import Panel
+    from rich.text import Text
 
     console = console or Console()
-    records, _ = read_jsonl(Path(path))
+    records, _ = read_records(Path(path))
     if pid is not None:
         records = [r for r in records if str(r.get("id")) == pid]
         if not records:
@@ -93,7 +98,9 @@ def show(path: Path, pid: str | None = None, candidates: bool = False, limit: in
         title = f"{r.get('id')}  [{r.get('strategy')}]  finish={r.get('finish_reason')}"
         if "correct" in r:
             title += f"  correct={r['correct']}"
-        console.print(Panel(response_text(r), title=title, subtitle=counts_line(r)))
+        # the counts go inside the panel: as a subtitle, an 80-column border cuts them
+        body = Group(response_text(r), Text(""), Text(counts_line(r), style="dim"))
+        console.print(Panel(body, title=Text(title)))
         if candidates:
             console.print(candidates_table(r, spell))
     return len(records)

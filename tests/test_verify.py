@@ -82,7 +82,7 @@ def test_a_file_without_the_tasks_gold_field_is_one_clear_error(tmp_path, data_d
 
 def test_task_errors(tmp_path, data_dir):
     inp = write_jsonl(tmp_path / "in.jsonl", math_records(data_dir, 2))
-    with pytest.raises(ConfigError, match="unknown task 'physics'"):
+    with pytest.raises(ConfigError, match="--task physics is not allowed"):
         verify_file(inp, tmp_path / "o.jsonl", VerifyConfig(task="physics"))
     with pytest.raises(ConfigError, match="generated with task 'math'"):
         verify_file(inp, tmp_path / "o.jsonl", VerifyConfig(task="code"))
@@ -130,7 +130,7 @@ def test_cli_prints_a_table_and_errors_as_one_line(tmp_path, data_dir, monkeypat
     assert code == 0 and "total" in out and "2 of 4 records kept" in out
     assert f"{inp}:5: malformed JSON" in err
     code, out, err = run_cli(monkeypatch, capsys, "verify", inp, "-o", tmp_path / "out.jsonl", "--task", "physics")
-    assert code == 1 and err.strip().splitlines() == ["error: unknown task 'physics': expected one of math, code, mcq"]
+    assert code == 1 and err.strip().splitlines() == ["error: --task physics is not allowed: expected one of math, code, mcq"]
 
 
 def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir, model_path):

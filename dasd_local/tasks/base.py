@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -56,7 +58,12 @@ class Task:
     """Base class; subclasses set the class attributes and override `verify`."""
 
     name = ""
+    # answer format -> the instruction that asks for it (the first is the default); one
+    # format is used alike by both views, extraction in `verify`, and evaluation
+    formats: dict[str, str] = {}
+    answer_format = ""
     instruction = ""
+    answer_marker = b""  # bytes after which the answer follows (hinted decoding's switch)
     id_field = "id"
     question_field = "question"
     reference_field = "solution"
@@ -65,6 +72,21 @@ class Task:
     required_gold: tuple[str, ...] = ()  # gold fields a dataset row must have to be decoded
     meta_fields: tuple[str, ...] = ()  # kept when present (level, subject ...)
     reference_ask = REFERENCE_ASK  # how the reference view presents the gold solution
+
+    def use_format(self, answer_format: str | None) -> "Task":
+        """Ask for (and extract) answers in `answer_format` (None: the task's default)."""
+        fmt = answer_format or next(iter(self.formats), "")
+        if self.formats and fmt not in self.formats:
+            raise ConfigError(f"--answer-format {fmt} is not allowed for task {self.name}: "
+                              f"expected {' or '.join(self.formats)}")
+        self.answer_format, self.instruction = fmt, self.formats.get(fmt, self.instruction)
+        return self
+
+    def schema(self) -> str:
+        """The columns this task reads, for --help and error messages."""
+        cols = [f"{self.id_field} (id)", f"{self.question_field} (question)",
+                f"{self.reference_field} (reference solution)", *self.gold_fields]
+        return ", ".join(dict.fromkeys(cols))
 
     def question(self, row: dict, fields: FieldMap) -> str:
         return str(row[fields.question or self.question_field])

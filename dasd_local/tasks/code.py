@@ -56,6 +56,8 @@ def build_program(code: str, fields: dict) -> str:
 class CodeTask(Task):
     name = "code"
     instruction = "Write the complete Python function in a single ```python code block."
+    formats = {"code-block": instruction}
+    answer_format, answer_marker = "code-block", b"```python"
     id_field = "task_id"
     question_field = "text"
     reference_field = "code"

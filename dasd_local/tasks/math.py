@@ -22,6 +22,7 @@ from .guard import Guard, GuardCrash, GuardTimeout
 
 MV_SECONDS = 5  # math-verify's own (SIGALRM) limit per parse/comparison, inside a worker
 HARD_SECONDS = 30.0  # the worker is killed past this (several parses + comparisons)
+ANSWER_IS_INSTRUCTION = 'Please reason step by step, and end with "The answer is" and the final answer.'
 _BOXED = re.compile(r"\\(?:boxed|fbox)\b")
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?$")
 
@@ -137,9 +138,34 @@ def _mv_parse(answer: str, seconds: int) -> tuple:
     return tuple(parse("\\boxed{" + answer + "}", parsing_timeout=seconds))
 
 
+# "The answer is 12." / "the final answer is: $\\frac{1}{2}$" (the last one counts)
+_ANSWER_IS = re.compile(r"\banswer\s*(?:is|:)\s*:?\s*", re.I)
+_NUMBER_THEN_UNIT = re.compile(r"(-?\d[\d,]*(?:\.\d+)?)\s*[^\W\d][^\d=]*")  # "360 kilometres", "14 cm²"
+
+
+def answer_phrase(text: str) -> str | None:
+    """The answer after the last "answer is": a \\boxed{} in it, else the rest of its
+    sentence without $ and **, after its last "=" ("The answer is 4 * 4 = 16."), and
+    without trailing unit words; None when there is none."""
+    hits = list(_ANSWER_IS.finditer(text))
+    if not hits:
+        return None
+    rest = text[hits[-1].end():]
+    sentence = re.match(r"(.*?)(?:\.(?=\s|$)|\n|$)", rest).group(1)
+    if _BOXED.search(sentence):
+        return last_boxed(sentence)
+    answer = sentence.replace("$", "").replace("**", "").rsplit("=", 1)[-1].strip()
+    number = _NUMBER_THEN_UNIT.fullmatch(answer)
+    return number.group(1) if number else answer or None
+
+
 class MathTask(Task):
     name = "math"
-    instruction = "Please reason step by step, and put your final answer within \\boxed{}."
+    formats = {
+        "boxed": "Please reason step by step, and put your final answer within \\boxed{}.",
+        # small models (the embedded SmolLM2-135M) end with this sentence but never box
+        "answer-is": ANSWER_IS_INSTRUCTION,
+    }
     id_field = "unique_id"
     question_field = "problem"
     reference_field = "solution"
@@ -148,15 +174,22 @@ class MathTask(Task):
     meta_fields = ("level", "subject", "type")
 
     def __init__(self, workers: int | None = None):
+        self.use_format(None)
         self._workers = workers or os.cpu_count() or 1
         self._guard: Guard | None = None
         self._lock = threading.Lock()  # verify_many's threads share one guard
+
+    def use_format(self, answer_format: str | None) -> "MathTask":
+        super().use_format(answer_format)
+        self.answer_marker = b"\\boxed{" if self.answer_format == "boxed" else b"answer is"
+        return self
 
     def keep(self, row: dict, fields: FieldMap = FieldMap()) -> dict:
         kept = super().keep(row, fields)
         solution = row.get(fields.reference or self.reference_field)
         if kept.get("answer") is None and solution:
-            kept["answer"] = last_boxed(str(solution))
+            said = answer_phrase(str(solution)) if self.answer_format == "answer-is" else None
+            kept["answer"] = last_boxed(str(solution)) or said
         level = re.fullmatch(r"Level (\d)", str(kept.get("level")))  # the hub copies say "Level 3"
         if level:
             kept["level"] = int(level.group(1))
@@ -201,9 +234,9 @@ class MathTask(Task):
         gold = fields.get("answer")
         if gold is None or not str(gold).strip():
             return Verdict(False, None, "no gold answer")
-        got = last_boxed(response)
+        got = last_boxed(response) if self.answer_format == "boxed" else answer_phrase(response)
         if got is None or not got.strip():
-            return Verdict(False, got, "no \\boxed{} answer")
+            return Verdict(False, got, "no \\boxed{} answer" if self.answer_format == "boxed" else 'no "The answer is"')
         same, how = self.equivalent(str(gold), got)
         return Verdict(same, got, how)
 

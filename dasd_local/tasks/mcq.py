@@ -70,6 +70,8 @@ class McqTask(Task):
     name = "mcq"
     instruction = ('Think step by step, then finish with "The answer is (X)", '
                    "where X is the label of the correct choice.")
+    formats = {"answer-is": instruction}
+    answer_format, answer_marker = "answer-is", b"answer is"
     id_field = "id"
     question_field = "question"
     reference_field = "answerKey"
