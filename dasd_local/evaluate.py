@@ -106,7 +106,7 @@ def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path
     """The same on a Ray cluster: actors decode, answers stream back and are judged here."""
     from .distributed import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
 
-    with path.open("a", encoding="utf-8") as out:
+    with Appender(path) as out:
         judge = _Judge(task, out, cfg.workers)
 
         def on_result(pid: str, record: dict | None, error: str | None) -> None:
