@@ -30,6 +30,15 @@ def _records(paths: list[Path], level_field: str | None) -> list[list[dict]]:
     return [relevel(r, level_field) for r in out] if level_field else out
 
 
+def _nonempty(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Among several files, one without records is noted and left out (a pipeline's stage
+    that kept nothing); a single file, or all of them empty, is the one-line error."""
+    from .records import read_jsonl
+
+    keep = [p for p in paths if not Path(p).is_file() or read_jsonl(Path(p))[0]]
+    return (keep, [f"{p}: no records, left out" for p in paths if p not in keep]) if keep else (list(paths), [])
+
+
 def report(paths: list[Path], threshold: float, compare: bool = False, overlap_cfg=None,
            json_out: Path | None = None, plots: Path | None = None, console=None,
            evidence: Evidence = Evidence()) -> list[str]:
@@ -41,7 +50,9 @@ def report(paths: list[Path], threshold: float, compare: bool = False, overlap_c
     from .analysis import collect, needs_topk, report_tables, write_json, write_plots
 
     console = console or Console()
+    paths, empty = _nonempty(paths)
     found, problems = collect(paths, threshold, overlap_cfg, evidence.level_field)
+    problems = empty + problems
     for table in report_tables(found, compare):
         console.print(table)
     records = _records(paths, evidence.level_field) if evidence.ci or evidence.segments or compare else []
