@@ -84,7 +84,7 @@ class Decoder:
                     continue  # wait until B has the common prefix in the cache, then share it
                 if shared > 0:
                     self.engine.copy(slot.b.seq, view.seq, 0, shared)
-                    view.fed = shared
+                    view.fed = view.borrowed = shared
             end = min(len(view.prompt) - 1, view.fed + budget - used)
             for p in range(view.fed, end):
                 entries.append(Entry(view.prompt[p], p, view.seq))
@@ -141,7 +141,7 @@ class Decoder:
                 best, donor = n, seq
         if best >= MIN_SHARED:
             self.engine.copy(donor, slot.b.seq, 0, best)
-            slot.b.fed = best
+            slot.b.fed = slot.b.borrowed = best
 
     def _select(self, slots: list[Slot], entries: list[Entry], logits: np.ndarray) -> None:
         """Apply the rule to every wanted row at once, then walk each problem's draft."""
@@ -221,9 +221,13 @@ class Decoder:
                 self.engine.drop(view.seq)
 
     def _reserve(self, slot: Slot) -> int:
-        """Cells of the shared pool a problem holds; a split cache gives every slot its own
-        streams, so there is nothing to reserve."""
-        return slot.cells(self.cfg.max_new_tokens) if self.engine.config.kv_unified else 0
+        """Cells of the shared pool a problem holds at most (the views' common prefix once);
+        a split cache gives every slot its own streams, so there is nothing to reserve."""
+        if not self.engine.config.kv_unified:
+            return 0
+        b, r = slot.views.base_tokens, slot.views.ref_tokens
+        shared = min(shared_prefix(b, r), len(b) - 1, len(r) - 1) if slot.r is not None and self.cfg.share_prefix else 0
+        return slot.cells(self.cfg.max_new_tokens, max(shared, 0))
 
     def _fill(self, loop: Loop) -> Iterator[Failed]:
         """Admit problems into free slots while their worst-case KV cells fit the cache."""
@@ -256,6 +260,9 @@ class Decoder:
                                     [e.seq for e in entries], [e.want is not None for e in entries])
         self.stats.decode_calls += 1
         self.stats.rows += len(entries)
+        unified = self.engine.config.kv_unified
+        held = sum(s.held(unified) for s in slots if s is not None)
+        self.stats.peak_cells = max(self.stats.peak_cells, held)
         if any(e.want is not None for e in entries):
             self._select(slots, entries, logits)
 

@@ -40,6 +40,7 @@ class View:
     prompt: list[int]
     fed: int = 0  # positions already in the KV cache
     ready: bool = False  # prompt (all but its last token) is in the cache
+    borrowed: int = 0  # leading positions copied from another sequence (shared cells in a unified cache)
 
     @property
     def next_token(self) -> int:
@@ -74,10 +75,15 @@ class Slot:
         else:
             self.b.seq, self.r.seq = 2 * index, 2 * index + 1
 
-    def cells(self, max_new: int) -> int:
-        """KV cells this problem may need at most."""
-        n = len(self.b.prompt) + max_new
-        return n + (len(self.r.prompt) + max_new if self.r else 0)
+    def cells(self, max_new: int, shared: int = 0) -> int:
+        """KV cells this problem may need at most (`shared`: prompt cells both views use once).
+        Counted from the prompts as built: a view's token list grows as tokens are emitted."""
+        n = len(self.views.base_tokens) + max_new
+        return n + (len(self.views.ref_tokens) + max_new - shared if self.r else 0)
+
+    def held(self, unified: bool) -> int:
+        """KV cells this problem holds now; a unified cache stores copied prefixes once."""
+        return sum(v.fed - (v.borrowed if unified else 0) for v in (self.b, self.r) if v is not None)
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Stats:
     drafted: int = 0
     accepted: int = 0
     finished: int = 0
+    peak_cells: int = 0  # most KV cells the problems in flight held at once
     categories: dict = field(default_factory=lambda: {c: 0 for c in rules.CATEGORIES})
 
 

@@ -41,6 +41,10 @@ class EngineConfig:
     # never scans other sequences' cells (faster with many sequences; copies of prefixes only).
     kv_unified: bool = True
     kv_type: str = "f16"  # KV cache element type: f16 | q8_0 (half the memory, small numeric change)
+    # llama.cpp's repacked CPU weights ("extra buffer types"): faster for a few rows per call,
+    # but a second, private copy of the weights (so the file is read, not mapped) and, for
+    # K-quants on this project's AVX-512 CPU, 25-35% slower at 64+ rows per call (see README)
+    repack: bool = True
 
     def __post_init__(self):
         for name in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch"):
@@ -74,6 +78,28 @@ def _check_gguf(path: Path) -> None:
             raise ModelError(f"{path}: not a GGUF file (llama.cpp needs GGUF weights)")
 
 
+K_QUANT_FTYPES = set(range(10, 19))  # llama_ftype MOSTLY_Q2_K .. MOSTLY_Q6_K
+
+
+def gguf_file_type(path: str | Path) -> int | None:
+    """The GGUF's general.file_type (a llama_ftype), read by a vocabulary-only load."""
+    import llama_cpp
+
+    _check_gguf(Path(path))
+    _quiet_llama()
+    mp = llama_cpp.llama_model_default_params()
+    mp.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
+    if not model:
+        return None
+    try:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_model_meta_val_str(model, b"general.file_type", buf, len(buf))
+        return int(buf.value) if n > 0 and buf.value.isdigit() else None
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
 class Engine:
     """A GGUF model with one multi-sequence context. Narrow surface: tokenize, detokenize,
     decode (one call, any sequences), drop/copy KV positions, adapters, close."""
@@ -92,6 +118,9 @@ class Engine:
         _quiet_llama()
         mp = llama_cpp.llama_model_default_params()
         mp.n_gpu_layers = config.n_gpu_layers
+        mp.use_extra_bufts = config.repack
+        if config.repack:  # the repacked copy is what runs: mapping the file too would hold it twice
+            mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mp)
         if not self._model:
             raise ModelError(f"{self.path}: llama.cpp could not load this GGUF as a model")

@@ -37,6 +37,16 @@ def split_budget() -> int:
     return min(SPLIT_KV_BUDGET, ram // 4)
 
 
+def use_repack(path, rows_per_call: int) -> bool:
+    """Whether the engine should run llama.cpp's repacked CPU weights. Measured on this
+    project's CPU (scripts/bench_generate.py): repacking wins at 1-4 rows per call, but for
+    K-quant files (Q4_K_M, the usual laptop download) it is 25-35% slower at 64+ rows, so a
+    batched K-quant session maps the file and runs llama.cpp's other kernels."""
+    from .engine import K_QUANT_FTYPES, gguf_file_type
+
+    return rows_per_call < 16 or gguf_file_type(path) not in K_QUANT_FTYPES
+
+
 def auto_ctx(needs: list[int], batch: int) -> int:
     """KV cells for `batch` problems in flight: the largest `batch` worst-case needs, so the
     admission check (Decoder._fill) never has to hold a problem back for want of cells."""
@@ -73,9 +83,10 @@ class DecodeSession:
         path, _ = resolve(self.opts.model)
         o = self.opts
         # start small: the context is sized once the prompts are tokenized
+        rows = self.cfg.batch * (1 if self.cfg.base_only else 2) if self.cfg else 1
         small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=self.cfg.step_tokens if self.cfg else 512,
                              n_ubatch=o.ubatch, n_gpu_layers=o.n_gpu_layers, n_threads=o.threads,
-                             kv_unified=o.kv != "split", kv_type=o.kv_type)
+                             kv_unified=o.kv != "split", kv_type=o.kv_type, repack=use_repack(path, rows))
         self.engine = Engine(path, small, adapter=o.adapter)
         self.builder = ViewBuilder(self.engine, self.task, o.system, self.cfg.published if self.cfg else None)
 

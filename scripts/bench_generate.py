@@ -1,13 +1,23 @@
 """Generation throughput and memory: DASD on the dual-view engine against plain greedy decoding.
 
 Every configuration runs in its own process (so peak RSS is its own) on the same MATH
-train problems with the embedded model, and the table reports ratios against the
-baseline measured in the same run: single-view greedy decoding of the base prompts with
-llama-cpp-python's high-level `Llama` class.
+train problems, and the table reports ratios against the baseline measured in the same
+run: single-view greedy decoding of the base prompts with llama-cpp-python's high-level
+`Llama` class (same thread count as the engine).
 
     python scripts/bench_generate.py                 # 64 problems, 512 new tokens (the CLI default), batch 16
     python scripts/bench_generate.py --batches 1,16,32 --threads 1
     python scripts/bench_generate.py --layouts split:f16,unified:q8_0   # KV layouts:types at batch > 1
+
+Laptop-class shapes (a random-weight GGUF from scripts/make_shape_model.py: its text is
+noise, so every configuration decodes a fixed number of tokens past end-of-generation):
+
+    python scripts/bench_generate.py --model "$(python scripts/make_shape_model.py llama-3.2-1b | cut -d' ' -f1)" \
+        --fixed-length --max-new-tokens 256 --batches 1,8,16,32 --base-batches 16,32 --layouts auto:f16
+
+`--base-batches` adds this engine's batched single-view generation (strategy base) at those
+batches: DASD / base at the same batch is what the second view costs. Each configuration
+prints its peak RSS against the model file + 1.25x the KV its live sequences held + 300 MB.
 
 Speculation on vs off runs at the best batch on all problems and at batch 1 on the
 first --spec-problems (a batch-1 DASD run over 64 long problems takes most of an hour here).
@@ -18,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import os
 import subprocess
 import sys
 import time
@@ -25,6 +36,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "math" / "train.jsonl"
+
+
+def model_path(args) -> Path:
+    from dasd_local.models import resolve
+
+    return resolve(args.model)[0]
 
 
 def problems(n: int):
@@ -46,23 +63,25 @@ def child_greedy(args) -> dict:
     from llama_cpp import Llama
 
     from dasd_local.engine import Engine, EngineConfig
-    from dasd_local.models import resolve
     from dasd_local.prompts import ViewBuilder
 
-    path = resolve(None)[0]
+    path = model_path(args)
     task, probs = problems(args.problems)
     with Engine(path, EngineConfig(n_ctx=64, n_seq_max=1)) as tok_engine:  # prompts only
         builder = ViewBuilder(tok_engine, task)
         prompts = [builder.views(p).base_tokens for p in probs]
-        stops = {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
+        stops = set() if args.fixed_length else {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
+        cell = tok_engine.kv_bytes_per_cell
+    threads = args.threads or os.cpu_count()  # Llama's own default is half the cores: give it all, as the engine
     llm = Llama(str(path), n_ctx=args.greedy_ctx, verbose=False, flash_attn=True,
-                n_threads=args.threads or None, n_threads_batch=args.threads or None)
+                n_threads=threads, n_threads_batch=threads)
     n_vocab = llm.n_vocab()
-    emitted, start = 0, time.perf_counter()
+    emitted, live, start = 0, 0, time.perf_counter()
     for prompt in prompts:
         llm.reset()
         llm.eval(prompt)
-        for _ in range(args.max_new_tokens):
+        n = 0
+        for n in range(args.max_new_tokens):
             # the last position's logits (Llama keeps `scores` only with logits_all)
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
             tok = int(np.argmax(logits))
@@ -70,7 +89,9 @@ def child_greedy(args) -> dict:
                 break
             emitted += 1
             llm.eval([tok])
-    return {"emitted": emitted, "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb()}
+        live = max(live, len(prompt) + n + 1)
+    return {"emitted": emitted, "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(),
+            "live_kv_mb": live * cell / 2**20, "rows": emitted + sum(map(len, prompts))}
 
 
 def child_dasd(args) -> dict:
@@ -79,27 +100,33 @@ def child_dasd(args) -> dict:
 
     task, probs = problems(args.problems)
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
-                       step_tokens=args.step_tokens, speculate=args.speculate)
-    opts = EngineOptions(ubatch=args.ubatch, threads=args.threads or None, kv=args.kv, kv_type=args.kv_type)
+                       step_tokens=args.step_tokens, speculate=args.speculate, base_only=args.strategy == "base")
+    opts = EngineOptions(model=args.model, ubatch=args.ubatch, threads=args.threads or None, kv=args.kv,
+                         kv_type=args.kv_type)
     with DecodeSession(opts, task, cfg) as session:
+        if args.fixed_length:  # a random-weight model's text is noise: decode max_new_tokens regardless
+            session.engine.is_eog = lambda token: False
         start = time.perf_counter()
         n = sum(1 for _ in session.run(probs))
         secs = time.perf_counter() - start
-        n_ctx = session.engine.config.n_ctx
+        e = session.engine
+        layout, n_ctx, cell = ("unified" if e.config.kv_unified else "split"), e.config.n_ctx, e.kv_bytes_per_cell
     s = session.stats
     return {"emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n, "rows": s.rows,
-            "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": n_ctx,
+            "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": n_ctx, "layout": layout,
+            "kv_mb": n_ctx * cell / 2**20, "live_kv_mb": s.peak_cells * cell / 2**20,
             "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1)}
 
 
 def child_ceiling(args) -> dict:
     """Forward tokens/s of one large batch (prompt-style prefill): what the hardware allows."""
     from dasd_local.engine import Engine, EngineConfig
-    from dasd_local.models import resolve
 
-    n = 512
-    with Engine(resolve(None)[0], EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n,
-                                               n_threads=args.threads or None)) as e:
+    from dasd_local.session import use_repack
+
+    n, path = 512, model_path(args)
+    with Engine(path, EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n, n_threads=args.threads or None,
+                                   repack=use_repack(path, n))) as e:
         toks = [100 + i % 1000 for i in range(n)]
         e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])  # warm-up
         start, reps = time.perf_counter(), 3
@@ -154,19 +181,87 @@ def run_child(mode: str, args, **extra) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--problems", str(args.problems), "--threads", str(args.threads or 0),
            "--max-new-tokens", str(args.max_new_tokens), "--ubatch", str(args.ubatch),
            "--step-tokens", str(args.step_tokens), "--greedy-ctx", str(args.greedy_ctx)]
+    cmd += (["--model", args.model] if args.model else []) + (["--fixed-length"] if args.fixed_length else [])
     for k, v in extra.items():
         if k in ("kv", "kv_type") and mode != "dasd":
             continue
         cmd += [f"--{k.replace('_', '-')}", str(v)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise SystemExit(f"bench child {mode} {extra} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tps(r: dict) -> float:
+    return r["emitted"] / r["seconds"]
+
+
+def memory_line(label: str, r: dict, file_mb: float) -> str:
+    """The memory target: peak RSS <= model file + 1.25 x the KV live sequences held + 300 MB."""
+    bound = file_mb + 1.25 * r["live_kv_mb"] + 300
+    kv = f", KV cache {r['kv_mb']:.0f} MB ({r['layout']}, {r['n_ctx']} cells)" if "kv_mb" in r else ""
+    return (f"memory: {label}: peak RSS {r['rss_mb']:.0f} MB vs file {file_mb:.0f} + 1.25 x live KV "
+            f"{r['live_kv_mb']:.0f} + 300 = {bound:.0f} MB: {'within' if r['rss_mb'] <= bound else 'OVER'}{kv}")
+
+
+def report(label: str, r: dict, base: dict, ceil_tps: float, args) -> None:
+    t, b = tps(r), tps(base)
+    print(f"{label:<36}{r['emitted']:>8}{r['seconds']:>9.1f}{t:>9.1f}{t / b:>10.2f}"
+          f"{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>7.2f}")
+    print(f"ratio: {label} tokens/s / greedy = {t / b:.2f}x; / half the ceiling = {t / (ceil_tps / 2):.2f}; "
+          f"peak RSS / single model = {r['rss_mb'] / base['rss_mb']:.2f}x ({r['rows_per_call']:.1f} rows/call, "
+          f"{r['calls_per_token']:.2f} calls/token, drafts {r['accepted']}/{r['drafted']})", flush=True)
+    fwd, per = r["rows"] / r["seconds"], r["rows"] / max(r["emitted"], 1)
+    views = 1 if r.get("strategy") == "base" else 2
+    print(f"forward: {fwd:.0f} tokens/s = {fwd / ceil_tps:.2f} of the ceiling ({r['rows'] - views * r['emitted']} "
+          f"prefill + {views * r['emitted']} decode rows = {per:.2f} per emitted token, so the ceiling allows "
+          f"{ceil_tps / per:.0f} emitted/s = {ceil_tps / per / b:.2f}x greedy)", flush=True)
+
+
+def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:
+    """DASD at every batch and KV layout, then base (single view) at --base-batches."""
+    results = {}
+    layouts = [x.split(":") for x in args.layouts.split(",")]  # kv layout:kv type
+    runs = [(args.strategy, b, kv, t) for b in map(int, args.batches.split(",")) for kv, t in (layouts if b > 1 else layouts[:1])]
+    runs += [("base", b, *layouts[0]) for b in map(int, filter(None, args.base_batches.split(",")))]
+    for strategy, b, kv, kv_type in runs:
+        r = run_child("dasd", args, batch=b, strategy=strategy, kv=kv, kv_type=kv_type)
+        r["strategy"] = strategy
+        results[(strategy, b, kv, kv_type)] = r
+        label = f"{strategy} b{b} {r['layout']} {kv_type}"
+        report(label, r, base, ceil_tps, args)
+        print(memory_line(label, r, file_mb), flush=True)
+        if strategy == "base":
+            for key, d in results.items():
+                if key[0] != "base" and key[1] == b:
+                    print(f"ratio: {key[0]} batch {b} ({d['layout']} KV) / base batch {b} = {tps(d) / tps(r):.2f}x "
+                          f"tokens/s (the second view's cost)", flush=True)
+    return results
+
+
+def speculation(args, results: dict, layouts: list) -> None:
+    best = max((k for k in results if k[0] != "base"), key=lambda k: tps(results[k]))
+    # speculate=auto drafts nothing on a CPU (spec_rows 0), so an auto run is the "off" run
+    same_off = args.speculate in ("off", "auto")
+    for b in sorted({1, best[1]}):
+        key = best if b == best[1] else (args.strategy, 1, *layouts[0])
+        sub = args if b == best[1] else argparse.Namespace(**{**vars(args), "problems": args.spec_problems})
+        extra = dict(batch=b, kv=key[2], kv_type=key[3], strategy=args.strategy)
+        on = results[key] if args.speculate == "on" and sub is args else run_child("dasd", sub, **extra, speculate="on")
+        off = results[key] if same_off and sub is args and key in results else run_child("dasd", sub, **extra, speculate="off")
+        r_on, r_off = tps(on), tps(off)
+        print(f"ratio: speculation on / off at batch {b} ({key[2]} KV, {sub.problems} problems) = {r_on / r_off:.2f}x "
+              f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="registry name or GGUF path (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--fixed-length", action="store_true", help="decode --max-new-tokens per problem, past end-of-generation")
     ap.add_argument("--problems", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--batches", default="16")
+    ap.add_argument("--base-batches", default="", help="batches for the single-view base strategy (e.g. 16,32)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--strategy", default="dasd")
     ap.add_argument("--ubatch", type=int, default=32)
@@ -174,68 +269,43 @@ def main() -> None:
     ap.add_argument("--greedy-ctx", type=int, default=2048)
     ap.add_argument("--speculate", default="auto")
     ap.add_argument("--layouts", default="split:f16,unified:f16,unified:q8_0",
-                    help="KV layout:type per batched configuration (the first is used at batch 1)")
+                    help="KV layout:type per batched configuration (auto|split|unified; the first is used at batch 1)")
     ap.add_argument("--kv", default="split")
     ap.add_argument("--kv-type", default="f16")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--hf-problems", type=int, default=4, help="problems for the transformers baseline (0: skip)")
-    ap.add_argument("--spec-problems", type=int, default=8, help="problems for speculation on/off at batch 1")
+    ap.add_argument("--hf-problems", type=int, default=4, help="problems for the transformers baseline (0: skip; "
+                    "embedded model only)")
+    ap.add_argument("--spec-problems", type=int, default=8, help="problems for speculation on/off at batch 1 (0: skip "
+                    "speculation)")
     ap.add_argument("--child", choices=["greedy", "dasd", "ceiling", "hf"])
     args = ap.parse_args()
     if args.child:
         modes = {"greedy": child_greedy, "dasd": child_dasd, "ceiling": child_ceiling, "hf": child_hf}
         print(json.dumps(modes[args.child](args)))
         return
-    print(f"bench_generate: {args.problems} MATH train problems, max_new_tokens {args.max_new_tokens}, "
-          f"embedded SmolLM2-135M Q4_1, llama.cpp CPU, threads {args.threads or 'all'}")
+    path = model_path(args)
+    file_mb = path.stat().st_size / 2**20
+    print(f"bench_generate: {args.problems} MATH train problems, max_new_tokens {args.max_new_tokens}"
+          f"{' (fixed length)' if args.fixed_length else ''}, {path.name} ({file_mb:.0f} MiB), llama.cpp CPU, "
+          f"threads {args.threads or os.cpu_count()}")
     base = run_child("greedy", args)
-    base_tps = base["emitted"] / base["seconds"]
     print(f"{'config':<36}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
-    print(f"{'greedy (Llama, 1 view)':<36}{base['emitted']:>8}{base['seconds']:>9.1f}{base_tps:>9.1f}"
+    print(f"{'greedy (Llama, 1 view)':<36}{base['emitted']:>8}{base['seconds']:>9.1f}{tps(base):>9.1f}"
           f"{1.0:>10.2f}{base['rss_mb']:>9.0f}{1.0:>7.2f}", flush=True)
+    print(memory_line("greedy", base, file_mb), flush=True)
     ceiling = run_child("ceiling", args)
-    ceil_tps = ceiling["emitted"] / ceiling["seconds"]
-    print(f"ceiling: {ceil_tps:.0f} forward tokens/s in 512-token batches; DASD needs 2 forward tokens per "
-          f"emitted token, so at most {ceil_tps / 2:.0f} emitted/s = {ceil_tps / 2 / base_tps:.2f}x greedy", flush=True)
-    results = {}
-    layouts = [x.split(":") for x in args.layouts.split(",")]  # kv layout:kv type
-    for b in [int(x) for x in args.batches.split(",")]:
-        for kv, kv_type in (layouts if b > 1 else layouts[:1]):
-            r = run_child("dasd", args, batch=b, strategy=args.strategy, kv=kv, kv_type=kv_type)
-            results[(b, kv, kv_type)] = r
-            tps = r["emitted"] / r["seconds"]
-            label = f"{args.strategy} b{b} {kv} {kv_type} (ctx {r['n_ctx']})"
-            print(f"{label:<36}{r['emitted']:>8}{r['seconds']:>9.1f}{tps:>9.1f}{tps / base_tps:>10.2f}"
-                  f"{r['rss_mb']:>9.0f}{r['rss_mb'] / base['rss_mb']:>7.2f}")
-            print(f"ratio: {args.strategy} batch {b} ({kv} KV, {kv_type}) tokens/s / greedy = {tps / base_tps:.2f}x; "
-                  f"/ half the ceiling = {tps / (ceil_tps / 2):.2f}; peak RSS / single model = "
-                  f"{r['rss_mb'] / base['rss_mb']:.2f}x ({r['rows_per_call']:.1f} rows/call, "
-                  f"{r['calls_per_token']:.2f} calls/token, drafts {r['accepted']}/{r['drafted']})", flush=True)
-            fwd = r["rows"] / r["seconds"]  # prompt prefill of both views + 2 rows per emitted token
-            per = r["rows"] / max(r["emitted"], 1)
-            print(f"forward: {fwd:.0f} tokens/s = {fwd / ceil_tps:.2f} of the ceiling "
-                  f"({r['rows'] - 2 * r['emitted']} prefill + {2 * r['emitted']} decode rows = {per:.2f} per emitted "
-                  f"token, so the ceiling allows {ceil_tps / per:.0f} emitted/s = {ceil_tps / per / base_tps:.2f}x greedy)",
-                  flush=True)
-    best = max(results, key=lambda k: results[k]["emitted"] / results[k]["seconds"])
-    # speculate=auto drafts nothing on a CPU (spec_rows 0), so an auto run is the "off" run
-    same_off = args.speculate in ("off", "auto")
-    for b in sorted({1, best[0]}):
-        key = best if b == best[0] else (1, *layouts[0])
-        sub = args if b == best[0] else argparse.Namespace(**{**vars(args), "problems": args.spec_problems})
-        extra = dict(batch=b, kv=key[1], kv_type=key[2])
-        on = results[key] if args.speculate == "on" and sub is args else run_child("dasd", sub, **extra, speculate="on")
-        off = results[key] if same_off and sub is args else run_child("dasd", sub, **extra, speculate="off")
-        r_on, r_off = on["emitted"] / on["seconds"], off["emitted"] / off["seconds"]
-        print(f"ratio: speculation on / off at batch {b} ({key[1]} KV, {sub.problems} problems) = {r_on / r_off:.2f}x "
-              f"({r_on:.1f} vs {r_off:.1f} tok/s; {on['accepted']}/{on['drafted']} drafts accepted)", flush=True)
-    if args.hf_problems:
-        hf_args = argparse.Namespace(**{**vars(args), "problems": args.hf_problems})
-        hf = run_child("hf", hf_args)
-        b_tps = results[best]["emitted"] / results[best]["seconds"]
-        hf_tps = hf["emitted"] / hf["seconds"]
-        print(f"ratio: dasd best (batch {best[0]}, {best[1]} KV) / transformers two-instance DASD = "
-              f"{b_tps / hf_tps:.1f}x ({hf_tps:.1f} tok/s on {args.hf_problems} problems, RSS {hf['rss_mb']:.0f} MB)")
+    ceil_tps = tps(ceiling)
+    print(f"ceiling: {ceil_tps:.0f} forward tokens/s in 512-token batches = {ceil_tps / tps(base):.2f}x greedy; DASD "
+          f"needs 2 forward tokens per emitted token, so at most {ceil_tps / 2:.0f} emitted/s = "
+          f"{ceil_tps / 2 / tps(base):.2f}x greedy", flush=True)
+    results = sweep(args, base, ceil_tps, file_mb)
+    if args.spec_problems:
+        speculation(args, results, [x.split(":") for x in args.layouts.split(",")])
+    if args.hf_problems and not args.model:
+        hf = run_child("hf", argparse.Namespace(**{**vars(args), "problems": args.hf_problems}))
+        best = max(tps(r) for k, r in results.items() if k[0] != "base")
+        print(f"ratio: dasd best / transformers two-instance DASD = {best / tps(hf):.1f}x "
+              f"({tps(hf):.1f} tok/s on {args.hf_problems} problems, RSS {hf['rss_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":
