@@ -260,9 +260,9 @@ class Decoder:
                                     [e.seq for e in entries], [e.want is not None for e in entries])
         self.stats.decode_calls += 1
         self.stats.rows += len(entries)
-        unified = self.engine.config.kv_unified
-        held = sum(s.held(unified) for s in slots if s is not None)
-        self.stats.peak_cells = max(self.stats.peak_cells, held)
+        # cells in the cache now: what the problems held before this call + its decode rows
+        held = sum(s.held(self.engine.config.kv_unified) for s in slots if s is not None)
+        self.stats.peak_cells = max(self.stats.peak_cells, held + sum(e.want is not None for e in entries))
         if any(e.want is not None for e in entries):
             self._select(slots, entries, logits)
 

@@ -26,6 +26,7 @@ SHAPES = {
     "llama-3.2-1b": (16, 2048, 32, 8, 8192, 500000.0),
     "llama-3.2-3b": (28, 3072, 24, 8, 8192, 500000.0),
     "llama-3.1-8b": (32, 4096, 32, 8, 14336, 500000.0),
+    "tiny": (2, 256, 4, 2, 512, 10000.0),  # for tests: built in seconds
 }
 FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 
@@ -98,6 +99,9 @@ def write_f16(name: str, out: Path, tokenizer: Path, seed: int = 0) -> None:
 def quantize(src: Path, dst: Path, ftype: str, threads: int) -> None:
     import llama_cpp
 
+    from dasd_local.engine import _quiet_llama
+
+    _quiet_llama()  # a line per tensor otherwise
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[ftype])
     params.nthread = threads

@@ -45,6 +45,8 @@ class FakeEngine:
         self.calls: list[int] = []  # entries per decode call
         self.copies: list[tuple[int, int, int]] = []  # (src, dst, positions)
         self.max_cells = 0
+        self.cell_ids: dict[int, list[int]] = {}  # a unified cache's cells per sequence: a copy shares them
+        self._next_cell = 0
 
     def chat_template(self):
         return "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}[assistant]"
@@ -76,18 +78,23 @@ class FakeEngine:
             hist = self.history.setdefault(seq, [])
             assert pos == len(hist), f"seq {seq}: position {pos} after {len(hist)} cached tokens"
             hist.append(int(tok))
+            self.cell_ids.setdefault(seq, []).append(self._next_cell)
+            self._next_cell += 1
             if w:
                 out.append(self.logits_for(hist))
-        self.max_cells = max(self.max_cells, sum(len(h) for h in self.history.values()))
+        self.max_cells = max(self.max_cells, len(set().union(*self.cell_ids.values())) if self.config.kv_unified
+                             else sum(len(h) for h in self.history.values()))
         assert self.max_cells <= self.config.n_ctx, "KV cache overflow"
         return np.array(out, dtype=np.float32).reshape(len(out), V)
 
     def drop(self, seq: int, p0: int = 0, p1: int = -1) -> None:
         assert p1 == -1
         self.history[seq] = self.history.get(seq, [])[:p0]
+        self.cell_ids[seq] = self.cell_ids.get(seq, [])[:p0]
 
     def copy(self, src: int, dst: int, p0: int = 0, p1: int = -1) -> None:
         assert p0 == 0 and not self.history.get(dst), "copy into a non-empty sequence"
         assert p1 <= len(self.history[src]), "copying positions that are not cached"
         self.history[dst] = list(self.history[src][p0:p1])
+        self.cell_ids[dst] = list(self.cell_ids[src][p0:p1])
         self.copies.append((src, dst, p1))

@@ -150,3 +150,28 @@ def test_published_hint_stops_on_repetition_at_a_multiple_of_100():
     assert records[0]["config"]["sampling"]["temperature"] == 0.3
     _, controlled = run(DecodeConfig(strategy="hint", max_new_tokens=300, batch=2), problems(2), LoopingEngine())
     assert {(r["finish_reason"], len(r["response_tokens"])) for r in controlled} == {("length", 300)}
+
+
+@pytest.mark.parametrize("unified", [True, False])
+def test_peak_cells_is_what_the_cache_held(unified):
+    """Stats.peak_cells (the live KV that bench_generate's memory bound uses) counts the
+    cells the fake cache really held: a unified cache stores copied prefixes once."""
+    from dasd_local.decode_state import Stats
+
+    eng, stats = FakeEngine(FakeConfig(kv_unified=unified, n_seq_max=8)), Stats()
+    list(Decoder(eng, MathTask(), DecodeConfig(batch=4, max_new_tokens=20), stats=stats).run(problems(9)))
+    assert eng.copies  # the views shared their prefix
+    assert 0.9 * eng.max_cells <= stats.peak_cells <= eng.max_cells
+
+
+def test_unified_admission_reserves_prompts_as_built():
+    """A problem in flight reserves its prompts + max_new_tokens (the views' prefix once), not
+    its grown token lists: a pool sized for exactly `batch` problems keeps `batch` in flight."""
+    probs = problems(8)
+    eng = FakeEngine()
+    dec = Decoder(eng, MathTask(), DecodeConfig(batch=4, max_new_tokens=20))
+    need = sorted((dec._reserve(dec._admit(p)) for p in probs), reverse=True)
+    eng.config = FakeConfig(n_ctx=sum(need[:4]))
+    _, records = run(DecodeConfig(batch=4, max_new_tokens=20), probs, eng)
+    assert len(records) == 8 and eng.max_cells <= sum(need[:4])
+    assert max(eng.calls) >= 4 * 2  # four problems decoded together
