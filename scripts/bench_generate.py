@@ -224,8 +224,9 @@ def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:
     layouts = [x.split(":") for x in args.layouts.split(",")]  # kv layout:kv type
     runs = [(args.strategy, b, kv, t) for b in map(int, args.batches.split(",")) for kv, t in (layouts if b > 1 else layouts[:1])]
     runs += [("base", b, *layouts[0]) for b in map(int, filter(None, args.base_batches.split(",")))]
+    single = argparse.Namespace(**{**vars(args), "problems": args.single_problems or args.problems})
     for strategy, b, kv, kv_type in runs:
-        r = run_child("dasd", args, batch=b, strategy=strategy, kv=kv, kv_type=kv_type)
+        r = run_child("dasd", single if b == 1 else args, batch=b, strategy=strategy, kv=kv, kv_type=kv_type)
         r["strategy"] = strategy
         results[(strategy, b, kv, kv_type)] = r
         label = f"{strategy} b{b} {r['layout']} {kv_type}"
@@ -259,6 +260,8 @@ def main() -> None:
     ap.add_argument("--model", help="registry name or GGUF path (default: the embedded SmolLM2-135M)")
     ap.add_argument("--fixed-length", action="store_true", help="decode --max-new-tokens per problem, past end-of-generation")
     ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--single-problems", type=int, default=0, help="single-stream runs (greedy, batch 1) on the first N "
+                    "problems only (0: all): one stream's tokens/s does not depend on how many problems follow")
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--batches", default="16")
     ap.add_argument("--base-batches", default="", help="batches for the single-view base strategy (e.g. 16,32)")
@@ -288,7 +291,10 @@ def main() -> None:
     print(f"bench_generate: {args.problems} MATH train problems, max_new_tokens {args.max_new_tokens}"
           f"{' (fixed length)' if args.fixed_length else ''}, {path.name} ({file_mb:.0f} MiB), llama.cpp CPU, "
           f"threads {args.threads or os.cpu_count()}")
-    base = run_child("greedy", args)
+    single = argparse.Namespace(**{**vars(args), "problems": args.single_problems or args.problems})
+    if args.single_problems:
+        print(f"single-stream runs (greedy, batch 1) on the first {single.problems} problems")
+    base = run_child("greedy", single)
     print(f"{'config':<36}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
     print(f"{'greedy (Llama, 1 view)':<36}{base['emitted']:>8}{base['seconds']:>9.1f}{tps(base):>9.1f}"
           f"{1.0:>10.2f}{base['rss_mb']:>9.0f}{1.0:>7.2f}", flush=True)
