@@ -24,17 +24,17 @@ from .decode import Decoder
 from .decode_state import Failed, Stats
 from .tasks import Problem, Task
 
-# `--kv auto` takes the faster split cache while its KV memory stays within this budget
-SPLIT_KV_BUDGET = 4 << 30
+# the most KV memory `--kv auto` gives a split cache, and a unified pool by default
+KV_BUDGET = 4 << 30
 
 
-def split_budget() -> int:
-    """Bytes the split cache may take: 4 GiB or a quarter of the machine's memory, if less."""
+def kv_budget() -> int:
+    """Bytes a KV cache may take: 4 GiB or a quarter of the machine's memory, if less."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return SPLIT_KV_BUDGET
-    return min(SPLIT_KV_BUDGET, ram // 4)
+        return KV_BUDGET
+    return min(KV_BUDGET, ram // 4)
 
 
 def use_repack(path, rows_per_call: int) -> bool:
@@ -56,7 +56,7 @@ def auto_split(engine, split_cells: int, unified_cells: int) -> bool:
     length (3x the memory on MATH). Split also has to fit the machine's budget."""
     cell = engine.kv_bytes_per_cell
     weights = engine.path.stat().st_size
-    return unified_cells * cell > 2 * weights and split_cells * cell <= split_budget()
+    return unified_cells * cell > 2 * weights and split_cells * cell <= kv_budget()
 
 
 def auto_ctx(needs: list[int], batch: int) -> int:
@@ -166,7 +166,9 @@ class DecodeSession:
             longest = max(longest, n, r)
         per = o.ctx // n_seq if o.ctx else min(-(-longest // 256) * 256 or 256, engine.n_ctx_train)
         split_cells = max(per, 64) * n_seq
-        n_ctx = o.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch)
+        n_ctx = o.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch,
+                             # admission bounded by memory: fewer problems in flight, never a pool over budget
+                             max(max(needs, default=0), kv_budget() // int(engine.kv_bytes_per_cell)))
         if o.kv == "split" or (o.kv == "auto" and auto_split(engine, split_cells, n_ctx)):
             self._resize(split_cells, n_seq, False)
             return
