@@ -141,13 +141,13 @@ def stats_stages(a) -> list[Stage]:
         gen.append(a.out / "data" / "gold.jsonl")
     train = list(dict.fromkeys(paths(a.out, s)["train_data"] for s in a.strategies))  # sft, mask-ppl: one file
     stages = []
-    for name, files in (("generated", gen), ("training", train)):
+    for name, files in (("generated", gen), ("training", train)):  # one empty file (nothing verified): no data
         if files:
             out = a.out / "stats" / name
             stages.append(Stage(f"stats/{name}", ["stats", *map(str, files), "--threshold", str(a.threshold),
                                                   "--json", str(out.with_suffix(".json")), "--plots", str(out),
                                                   "--compare", "--segments", "--seed", str(a.seed)], out.with_suffix(".json"),
-                                  always=True))
+                                  always=True, requires=files[0] if len(files) == 1 else None))
     return stages
 
 

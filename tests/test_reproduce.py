@@ -217,6 +217,9 @@ def test_levels_split_and_forgetting_stages(rp, tmp_path):
     assert {"forget/mcq/origin", "forget/mcq/dasd", "forget/code/dasd", "preflight"} <= set(order)
     data_only = names(rp.plan(args(rp, tmp_path, "--strategies", "dasd,hint", "--data-only")))
     assert not any(n.startswith(("train/", "eval/")) for n in data_only) and "stats/generated" in data_only
+    a = args(rp, tmp_path, "--strategies", "dasd", "--data-only")
+    alone = {s.name: s for s in rp.plan(a).stages}  # nothing verified: "no data", not a failed stats
+    assert alone["stats/training"].requires == rp.paths(a.out, "dasd")["verified"]
     forget = {s.name: s for s in p.stages}["forget/code/dasd"]
     assert forget.args[-2:] == ["--adapter", str(tmp_path / "out" / "train" / "dasd" / "adapter.gguf")]
 
