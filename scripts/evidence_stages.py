@@ -50,7 +50,7 @@ def sweep_stages(a, rp, model: list[str]) -> list:
         flags = [x for axis, v in change.items() for x in (AXES[axis][0], str(v))]
         stages += [
             rp.Stage(f"sweep/{name}/generate", ["generate", "--data", str(a.train_data), "--task", a.task, "--strategy",
-                                                "dasd", "-o", str(gen), *model, *rp.selection(a), "--max-new-tokens",
+                                                "dasd", *rp.answer_format(a), "-o", str(gen), *model, *rp.selection(a), "--max-new-tokens",
                                                 str(a.max_new_tokens), "--batch", str(a.batch), *flags], rp.manifest_of(gen)),
             rp.Stage(f"sweep/{name}/verify", ["verify", str(gen), "--task", a.task, "-o", str(ver),
                                               *shlex.split(a.verify_args)], ver),
@@ -126,13 +126,15 @@ def preflight_stage(a, rp):
 
 def run_preflight(gold: Path, out: Path, a) -> None:
     from dasd_local.evidence import preflight
+    from dasd_local.tasks import get_task
 
+    marker = a.answer_marker or get_task(a.task, a.answer_format).answer_marker.decode()
     rows = [json.loads(line) for line in gold.open(encoding="utf-8") if line.strip()]
-    result = preflight(rows, a.answer_marker, a.tau)
+    result = preflight(rows, marker, a.tau)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if result["warn"]:
         print(f"WARNING: in {result['below_tau']} of {result['with_marker']} gold solutions the base view gives the "
-              f"answer format's opening ({a.answer_marker!r}) p_base < tau = {a.tau}: DASD will rarely write the "
+              f"answer format's opening ({marker!r}) p_base < tau = {a.tau}: DASD will rarely write the "
               "answer the verifier looks for. Use an answer format the model already writes, or a larger model.",
               flush=True)
 

@@ -97,9 +97,14 @@ def selection(a) -> list[str]:
     return ["--limit", str(a.train_limit)] if a.train_limit else []
 
 
+def answer_format(a) -> list[str]:
+    """The answer format of both views, verification (read from the records) and evaluation."""
+    return ["--answer-format", a.answer_format] if a.answer_format else []
+
+
 def eval_stage(a, name: str, model: list[str], adapter: Path | None, out: Path | None = None) -> Stage:
     out = out or paths(a.out, name)["eval"]
-    args = ["eval", "--data", str(a.eval_data), "--task", a.task, "-o", str(out), *model,
+    args = ["eval", "--data", str(a.eval_data), "--task", a.task, *answer_format(a), "-o", str(out), *model,
             "--max-new-tokens", str(a.eval_max_new_tokens or a.max_new_tokens), "--batch", str(a.batch)]
     args += ["--limit", str(a.eval_limit)] if a.eval_limit else []
     args += ["--adapter", str(adapter)] if adapter else []
@@ -112,18 +117,19 @@ def data_stages(a, model: list[str]) -> list[Stage]:
     gold = a.out / "data" / "gold.jsonl"
     stages = []
     if set(a.strategies) & set(ON_GOLD) or a.overlap or a.preflight:
-        stages.append(Stage("score/gold", ["score", str(a.train_data), "--task", a.task, "-o", str(gold), *model, *limit],
+        stages.append(Stage("score/gold", ["score", str(a.train_data), "--task", a.task, *answer_format(a), "-o", str(gold),
+                                              *model, *limit],
                             manifest_of(gold)))
         stages += [ev.preflight_stage(a, sys.modules[__name__])] if a.preflight else []
     for s in (s for s in a.strategies if s in GENERATED):
         p = paths(a.out, s)
-        stages.append(Stage(f"generate/{s}", ["generate", "--data", str(a.train_data), "--task", a.task, "--strategy", s,
-                                              "-o", str(p["generated"]), *model, *limit, "--max-new-tokens",
+        stages.append(Stage(f"generate/{s}", ["generate", "--data", str(a.train_data), "--task", a.task, *answer_format(a),
+                                              "--strategy", s, "-o", str(p["generated"]), *model, *limit, "--max-new-tokens",
                                               str(a.max_new_tokens), "--batch", str(a.batch)], manifest_of(p["generated"])))
         stages.append(Stage(f"verify/{s}", ["verify", str(p["generated"]), "--task", a.task, "-o", str(p["verified"]),
                                             *shlex.split(a.verify_args)], p["verified"]))
         if a.overlap:
-            stages.append(Stage(f"score/{s}", ["score", str(p["generated"]), "--task", a.task, "-o", str(p["scored"]),
+            stages.append(Stage(f"score/{s}", ["score", str(p["generated"]), "--task", a.task, *answer_format(a), "-o", str(p["scored"]),
                                                *model], manifest_of(p["scored"])))
     return stages
 
@@ -131,16 +137,17 @@ def data_stages(a, model: list[str]) -> list[Stage]:
 def stats_stages(a) -> list[Stage]:
     """Generated data (with the scoring pass's top-k lists when --overlap) and training data."""
     gen = [paths(a.out, s)["scored" if a.overlap else "generated"] for s in a.strategies if s in GENERATED]
-    if a.overlap or set(a.strategies) & set(ON_GOLD):
+    if a.overlap or a.preflight or set(a.strategies) & set(ON_GOLD):  # the gold solutions were scored
         gen.append(a.out / "data" / "gold.jsonl")
     train = list(dict.fromkeys(paths(a.out, s)["train_data"] for s in a.strategies))  # sft, mask-ppl: one file
     stages = []
-    for name, files in (("generated", gen), ("training", train)):
+    for name, files in (("generated", gen), ("training", train)):  # one empty file (nothing verified): no data
         if files:
             out = a.out / "stats" / name
             stages.append(Stage(f"stats/{name}", ["stats", *map(str, files), "--threshold", str(a.threshold),
                                                   "--json", str(out.with_suffix(".json")), "--plots", str(out),
-                                                  "--compare"], out.with_suffix(".json"), always=True))
+                                                  "--compare", "--segments", "--seed", str(a.seed)], out.with_suffix(".json"),
+                                  always=True, requires=files[0] if len(files) == 1 else None))
     return stages
 
 
@@ -402,7 +409,10 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--forget-max-new-tokens", type=int, default=512)
     ap.add_argument("--preflight", action="store_true", help="score the gold solutions and warn when the base view "
                     "gives the answer format's opening tokens p_base < tau")
-    ap.add_argument("--answer-marker", default="\\boxed", help="the answer format's opening text, for --preflight")
+    ap.add_argument("--answer-format", help="answers asked for and read back as (math: boxed | answer-is), "
+                    "alike in generation, scoring, verification and evaluation (default: the task's)")
+    ap.add_argument("--answer-marker", help="the answer format's opening text, for --preflight "
+                    "(default: the format's own, e.g. '\\boxed{' or 'answer is')")
     ap.add_argument("--tau", type=float, default=0.2, help="tau the pre-flight checks against")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce")
     ap.add_argument("--python", default=sys.executable, help="interpreter with dasd-local installed")

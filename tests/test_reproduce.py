@@ -217,5 +217,39 @@ def test_levels_split_and_forgetting_stages(rp, tmp_path):
     assert {"forget/mcq/origin", "forget/mcq/dasd", "forget/code/dasd", "preflight"} <= set(order)
     data_only = names(rp.plan(args(rp, tmp_path, "--strategies", "dasd,hint", "--data-only")))
     assert not any(n.startswith(("train/", "eval/")) for n in data_only) and "stats/generated" in data_only
+    a = args(rp, tmp_path, "--strategies", "dasd", "--data-only")
+    alone = {s.name: s for s in rp.plan(a).stages}  # nothing verified: "no data", not a failed stats
+    assert alone["stats/training"].requires == rp.paths(a.out, "dasd")["verified"]
     forget = {s.name: s for s in p.stages}["forget/code/dasd"]
     assert forget.args[-2:] == ["--adapter", str(tmp_path / "out" / "train" / "dasd" / "adapter.gguf")]
+
+
+def test_answer_format_reaches_every_stage_that_takes_it(rp, tmp_path, capsys):
+    argv = ["--strategies", "dasd,sft", "--overlap", "--preflight", "--forgetting", "--answer-format", "answer-is"]
+    p = rp.plan(args(rp, tmp_path, *argv))
+    takes = [s for s in p.stages if s.args and s.args[0] in ("generate", "score", "eval") and not s.name.startswith("forget/")]
+    assert {"generate/dasd", "score/gold", "score/dasd", "eval/origin", "eval/dasd", "eval/sft"} <= {s.name for s in takes}
+    for s in takes:
+        assert s.args[s.args.index("--answer-format") + 1] == "answer-is", s.name
+    stage = {s.name: s for s in p.stages}
+    assert "--answer-format" not in stage["verify/dasd"].args  # read back in the records' own format
+    assert "--answer-format" not in stage["forget/mcq/dasd"].args  # another task, its own format
+    sweep = rp.plan(args(rp, tmp_path, "--sweep", "tau=0.1", "--answer-format", "answer-is"))
+    assert all("--answer-format answer-is" in " ".join(s.args) for s in sweep.stages if s.name.endswith("/generate"))
+    assert "--answer-format" not in " ".join(rp.plan(args(rp, tmp_path, "--strategies", "dasd")).stages[0].args)
+    assert rp.main(list(map(str, args_list(tmp_path, [*argv, "--dry-run"])))) == 0
+    plan = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()}
+    assert "--answer-format answer-is" in plan["generate/dasd"] and "--answer-format" not in plan["verify/dasd"]
+
+
+def test_preflight_checks_the_answer_formats_opening(rp, tmp_path):
+    import evidence_stages as ev
+
+    gold = tmp_path / "gold.jsonl"
+    steps = [{"text": t, "p_base": p} for t, p in (("So", 0.9), (" the", 0.8), (" answer", 0.1), (" is", 0.9), (" 4", 0.5))]
+    gold.write_text(json.dumps({"id": "0", "steps": steps}) + "\n")
+    for fmt, marker, found in (("answer-is", "answer is", 1), (None, "\\boxed{", 0)):
+        a = args(rp, tmp_path, "--preflight", *(["--answer-format", fmt] if fmt else []))
+        ev.run_preflight(gold, tmp_path / "pf.json", a)
+        result = json.loads((tmp_path / "pf.json").read_text())
+        assert (result["marker"], result["with_marker"], result["below_tau"]) == (marker, found, found)
