@@ -101,7 +101,7 @@ def test_errors_are_one_line_naming_the_flag_or_path(tmp_path):
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
     env = {**os.environ, "COLUMNS": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "dasd_local", "generate", "--limit", "8", "--batch", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "dasd_local", "generate", "--limit", "36", "--batch", "1",
                              "--max-new-tokens", "48", "--threads", "1", "--out", "o.jsonl"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = tmp_path / "o.jsonl"
