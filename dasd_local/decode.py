@@ -60,6 +60,8 @@ class Decoder:
         r = None if self.cfg.base_only else View(-1, list(views.ref_tokens))
         slot = Slot(problem, views, b, r, lookup=NgramIndex((r or b).prompt, self.cfg.ngram),
                     dlen=DraftLength(self.cfg.draft_max // 2, self.cfg.draft_max))
+        if r is not None and self.cfg.share_prefix:
+            slot.shared = max(0, min(shared_prefix(b.prompt, r.prompt), len(b.prompt) - 1, len(r.prompt) - 1))
         if self.sampled:  # one generator per problem: its draws do not depend on the batch
             slot.rng = np.random.default_rng([self.cfg.seed, zlib.crc32(problem.id.encode())])
         limit = min(self.engine.seq_cells, self.engine.n_ctx_train)
@@ -79,7 +81,7 @@ class Decoder:
             if view is None or view.ready:
                 continue
             if view is slot.r and self.cfg.share_prefix and view.fed == 0:
-                shared = min(shared_prefix(slot.b.prompt, view.prompt), len(slot.b.prompt) - 1, len(view.prompt) - 1)
+                shared = slot.shared
                 if shared > 0 and slot.b.fed < shared:
                     continue  # wait until B has the common prefix in the cache, then share it
                 if shared > 0:
@@ -225,9 +227,7 @@ class Decoder:
         a split cache gives every slot its own streams, so there is nothing to reserve."""
         if not self.engine.config.kv_unified:
             return 0
-        b, r = slot.views.base_tokens, slot.views.ref_tokens
-        shared = min(shared_prefix(b, r), len(b) - 1, len(r) - 1) if slot.r is not None and self.cfg.share_prefix else 0
-        return slot.cells(self.cfg.max_new_tokens, max(shared, 0))
+        return slot.cells(self.cfg.max_new_tokens, slot.shared)
 
     def _fill(self, loop: Loop) -> Iterator[Failed]:
         """Admit problems into free slots while their worst-case KV cells fit the cache."""

@@ -63,6 +63,7 @@ class Slot:
     dlen: DraftLength = field(default_factory=DraftLength)
     draft: list[int] = field(default_factory=list)
     rng: object = None  # numpy Generator of a sampled (published) form: this problem's draws
+    shared: int = 0  # leading prompt tokens R takes from B's cache (computed once, at admission)
 
     @property
     def decoding(self) -> bool:
