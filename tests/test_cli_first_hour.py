@@ -103,7 +103,10 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     env = {**os.environ, "COLUMNS": "120"}
     proc = subprocess.Popen([sys.executable, "-m", "dasd_local", "generate", "--limit", "36", "--batch", "1",
                              "--max-new-tokens", "48", "--threads", "1", "--out", "o.jsonl"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job (`pytest &`) starts with SIGINT ignored, and Python
+                            # then installs no KeyboardInterrupt handler: Ctrl-C as a terminal sends it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out = tmp_path / "o.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not (out.exists() and out.read_text().count("\n") >= 1):
