@@ -224,6 +224,24 @@ def test_levels_split_and_forgetting_stages(rp, tmp_path):
     assert forget.args[-2:] == ["--adapter", str(tmp_path / "out" / "train" / "dasd" / "adapter.gguf")]
 
 
+def test_forgetting_table_gives_the_paired_change_with_its_interval(rp, tmp_path):
+    import evidence_stages as ev
+
+    a = args(rp, tmp_path, "--strategies", "dasd", "--forgetting", "--forget-tasks", "mcq")
+    for name, right in ((rp.ORIGIN, [1, 0, 0, 1]), ("dasd", [1, 1, 0, 1, 1])):  # dasd has one id more
+        run = a.out / "forget" / "mcq" / name
+        run.mkdir(parents=True)
+        rows = [{"id": str(i), "correct": bool(c)} for i, c in enumerate(right)]
+        (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "summary.json").write_text(json.dumps({"score": sum(right) / len(right)}))
+    text = ev.forget_markdown(a, rp, [rp.ORIGIN, "dasd"])
+    dasd = next(line for line in text.splitlines() if line.startswith("| dasd"))
+    assert "80.00% (+25.00 pts [" in dasd and "n=4)" in dasd  # 3/4 vs 2/4 over the 4 common ids
+    lo, hi = (float(x) for x in dasd.split("[")[1].split("]")[0].split(", "))
+    assert lo <= 25.0 <= hi
+    assert "(" not in next(line for line in text.splitlines() if line.startswith(f"| {rp.ORIGIN}"))
+
+
 def test_answer_format_reaches_every_stage_that_takes_it(rp, tmp_path, capsys):
     argv = ["--strategies", "dasd,sft", "--overlap", "--preflight", "--forgetting", "--answer-format", "answer-is"]
     p = rp.plan(args(rp, tmp_path, *argv))
