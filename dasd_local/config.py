@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 STRATEGIES = ("dasd", "self-distill", "base", "hint")
 KV_TYPES = ("f16", "q8_0")
+CPU_WEIGHTS = ("auto", "plain", "repack")  # engine.cpu_placement: how llama.cpp holds the weights on the CPU
 
 
 def setting(default=MISSING, help: str = "", check=None, expect: str = "", *, flag: str | None = None, factory=MISSING):
@@ -236,6 +237,10 @@ class EngineOptions:
                       "min(4 GiB, RAM/4)).", *one_of("auto", "split", "unified"), flag="--kv")
     kv_type: str = setting("f16", "KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to "
                            "~0.05).", *one_of(*KV_TYPES), flag="--kv-type")
+    cpu_weights: str = setting("auto", "Weights on the CPU: plain (the mapped file) | repack (llama.cpp's repacked "
+                               "copy: faster at small batches, and its AMX kernels, which crash) | auto (never repack "
+                               "where llama.cpp reports AMX; else repack below 16 rows per call or for non-K-quants).",
+                               *one_of(*CPU_WEIGHTS), flag="--cpu-weights")
     system: str | None = setting(None, "System prompt for both views.", flag="--system")
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from .config import CPU_WEIGHTS
 from .errors import ModelError
 
 KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}  # name -> llama_cpp constant
@@ -41,10 +43,10 @@ class EngineConfig:
     # never scans other sequences' cells (faster with many sequences; copies of prefixes only).
     kv_unified: bool = True
     kv_type: str = "f16"  # KV cache element type: f16 | q8_0 (half the memory, small numeric change)
-    # llama.cpp's repacked CPU weights ("extra buffer types"): faster for a few rows per call,
-    # but a second, private copy of the weights (so the file is read, not mapped) and, for
-    # K-quants on this project's AVX-512 CPU, 25-35% slower at 64+ rows per call (see README)
-    repack: bool = True
+    # How the weights sit on the CPU (cpu_placement): auto | plain | repack. A resolved
+    # engine's config holds what was used (plain or repack), never auto.
+    cpu_weights: str = "auto"
+    rows_per_call: int = 1  # rows the caller expects per decode call: what auto's choice depends on
 
     def __post_init__(self):
         for name in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch"):
@@ -54,6 +56,8 @@ class EngineConfig:
             raise ModelError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {self.kv_type!r}")
         if self.n_seq_max > 256:
             raise ModelError(f"n_seq_max must be <= 256 (llama.cpp's limit), got {self.n_seq_max}")
+        if self.cpu_weights not in CPU_WEIGHTS:
+            raise ModelError(f"cpu_weights must be one of {', '.join(CPU_WEIGHTS)}, got {self.cpu_weights!r}")
 
 
 _LOG_CALLBACK = None  # kept alive: llama.cpp holds the pointer
@@ -79,6 +83,67 @@ def _check_gguf(path: Path) -> None:
 
 
 K_QUANT_FTYPES = set(range(10, 19))  # llama_ftype MOSTLY_Q2_K .. MOSTLY_Q6_K
+
+# How the weights are placed on the CPU. plain: the mapped file, llama.cpp's ordinary kernels.
+# repack: llama.cpp's "extra buffer types" (use_extra_bufts): a second, private copy of the
+# weights repacked for its CPU kernels (the file is then read, not mapped), and on a CPU with
+# AMX the AMX buffer type. auto: `cpu_placement`'s rule.
+AMX_ISSUE = "ggml-org/llama.cpp#20824"
+
+
+def system_info() -> str:
+    """llama.cpp's own report of the CPU features its kernels were built for and found."""
+    import llama_cpp
+
+    _quiet_llama()
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+def has_amx(info: str) -> bool:
+    """Whether llama.cpp reports its AMX kernels live (`AMX_INT8 = 1` in its system info)."""
+    return re.search(r"\bAMX_INT8\s*=\s*1\b", info) is not None
+
+
+def cpu_placement(choice: str, path: str | Path, rows_per_call: int, info: str | None = None) -> str:
+    """The one rule for where the weights go: `plain` or `repack` for `choice` = auto.
+
+    On a CPU where llama.cpp runs AMX kernels, never the extra buffer types: its AMX matmul
+    segfaults on the first decode (AMX_ISSUE, unfixed in 0.3.36's llama.cpp), and with
+    use_extra_bufts off the same runs go through (measured on a Sapphire Rapids Xeon).
+    Elsewhere the measured choice (scripts/bench_generate.py, AVX-512): repacking wins at
+    1-4 rows per call, but for K-quant files (Q4_K_M, the usual laptop download) it is
+    25-35% slower at 64+ rows, so a batched K-quant session maps the file instead. An
+    explicit `plain` or `repack` is taken as it is."""
+    if choice not in CPU_WEIGHTS:
+        raise ModelError(f"--cpu-weights must be one of {', '.join(CPU_WEIGHTS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    if has_amx(system_info() if info is None else info):
+        return "plain"
+    return "repack" if rows_per_call < 16 or gguf_file_type(path) not in K_QUANT_FTYPES else "plain"
+
+
+def open_llama(path: str | Path, cpu_weights: str = "auto", rows_per_call: int = 1, **kwargs):
+    """llama-cpp-python's high-level `Llama` under the same placement rule, for baselines and
+    cross-checks; returns (llm, placement). `Llama` takes no use_extra_bufts argument, so the
+    default model params its constructor starts from are patched for the load (it reads them
+    from llama_cpp.llama_cpp once, in __init__)."""
+    import llama_cpp.llama_cpp as raw
+    from llama_cpp import Llama
+
+    placement = cpu_placement(cpu_weights, path, rows_per_call)
+    default = raw.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = placement == "repack"
+        return p
+
+    raw.llama_model_default_params = params
+    try:
+        return Llama(str(path), **kwargs), placement
+    finally:
+        raw.llama_model_default_params = default
 
 
 def gguf_file_type(path: str | Path) -> int | None:
@@ -118,8 +183,10 @@ class Engine:
         _quiet_llama()
         mp = llama_cpp.llama_model_default_params()
         mp.n_gpu_layers = config.n_gpu_layers
-        mp.use_extra_bufts = config.repack
-        if config.repack:  # the repacked copy is what runs: mapping the file too would hold it twice
+        placement = cpu_placement(config.cpu_weights, self.path, config.rows_per_call)
+        self.config = config = replace(config, cpu_weights=placement)  # what was used, for manifests
+        mp.use_extra_bufts = placement == "repack"
+        if placement == "repack":  # the repacked copy is what runs: mapping the file too would hold it twice
             mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), mp)
         if not self._model:
@@ -186,8 +253,6 @@ class Engine:
 
     def resize(self, n_ctx: int, n_seq_max: int, kv_unified: bool | None = None) -> None:
         """A fresh context of another size (the KV cache is emptied; adapters stay set)."""
-        from dataclasses import replace
-
         unified = self.config.kv_unified if kv_unified is None else kv_unified
         self.config = replace(self.config, n_ctx=n_ctx, n_seq_max=n_seq_max, kv_unified=unified)
         self._ll.llama_free(self._ctx)

@@ -99,7 +99,8 @@ def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, conso
                 advance()
         finally:
             judge.close()
-    return {"decode_calls": session.stats.decode_calls, "emitted_tokens": session.stats.emitted}
+    return {"decode_calls": session.stats.decode_calls, "emitted_tokens": session.stats.emitted,
+            "cpu_weights": session.engine.config.cpu_weights}
 
 
 def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path, console, ray) -> dict:
@@ -123,7 +124,7 @@ def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path
             judge.close()
     stats, facts = info.pop("stats"), info.pop("info")
     return {"decode_calls": stats.get("decode_calls", 0), "emitted_tokens": stats.get("emitted", 0),
-            **model_facts(facts, cfg.model), "ray": info}
+            "cpu_weights": (facts.get("engine") or {}).get("cpu_weights"), **model_facts(facts, cfg.model), "ray": info}
 
 
 class _Progress:

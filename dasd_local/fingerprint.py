@@ -27,6 +27,10 @@ FLAGS = {
     "max_new_tokens": "--max-new-tokens", "instruction": "the task's instruction",
     "reference_ask": "the task's reference wording", "system": "--system",
 }
+# Recorded, never compared: how llama.cpp placed the weights changes probabilities only by
+# kernel noise (like the batch shape), and a run that crashed on one placement must resume
+# on another (`--cpu-weights plain` after a native crash in the repacked kernels).
+RECORDED_ONLY = {"cpu_weights"}
 
 
 def data_identity(source, split: str) -> dict:
@@ -39,7 +43,7 @@ def data_identity(source, split: str) -> dict:
 
 
 def make(model_sha256: str, adapter: Path | None, source, split: str, fields, task, rule: dict,
-         system: str | None) -> dict:
+         system: str | None, cpu_weights: str = "auto") -> dict:
     """The fingerprint of one generation run (flat: every key is one thing a user sets)."""
     return {
         "model_sha256": model_sha256,
@@ -49,6 +53,7 @@ def make(model_sha256: str, adapter: Path | None, source, split: str, fields, ta
         "task": task.name, "answer_format": task.answer_format,
         **rule,
         "instruction": task.instruction, "reference_ask": task.reference_ask, "system": system,
+        "cpu_weights": cpu_weights,  # the setting (the manifest's engine.cpu_weights: what ran)
     }
 
 
@@ -61,6 +66,8 @@ def differences(old: dict, new: dict) -> list[str]:
     """'--tau 0.2 -> 0.5' for every key whose value differs."""
     out = []
     for key in dict.fromkeys([*new, *old]):
+        if key in RECORDED_ONLY:
+            continue
         if old.get(key) != new.get(key):
             out.append(f"{FLAGS.get(key, key)} {_short(old.get(key))} -> {_short(new.get(key))}")
     return out

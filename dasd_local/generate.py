@@ -126,7 +126,8 @@ def _fingerprint(run: RunConfig, cfg: DecodeConfig, task, source, on_ray: bool =
         if not on_ray:
             raise
         model = f"name:{run.model}"
-    return make(model, run.adapter, source, run.split, run.fields, task, cfg.record_config(), run.system)
+    return make(model, run.adapter, source, run.split, run.fields, task, cfg.record_config(), run.system,
+                run.cpu_weights)
 
 
 def _stats_dict(stats: Stats, seconds: float) -> dict:

@@ -37,16 +37,6 @@ def kv_budget() -> int:
     return min(KV_BUDGET, ram // 4)
 
 
-def use_repack(path, rows_per_call: int) -> bool:
-    """Whether the engine should run llama.cpp's repacked CPU weights. Measured on this
-    project's CPU (scripts/bench_generate.py): repacking wins at 1-4 rows per call, but for
-    K-quant files (Q4_K_M, the usual laptop download) it is 25-35% slower at 64+ rows, so a
-    batched K-quant session maps the file and runs llama.cpp's other kernels."""
-    from .engine import K_QUANT_FTYPES, gguf_file_type
-
-    return rows_per_call < 16 or gguf_file_type(path) not in K_QUANT_FTYPES
-
-
 def auto_split(engine, split_cells: int, unified_cells: int) -> bool:
     """`--kv auto`: the split cache where attention over one shared pool would cost more than
     the weights, else the unified pool (memory follows the real lengths). In the unified pool
@@ -98,7 +88,8 @@ class DecodeSession:
         rows = self.cfg.batch * (1 if self.cfg.base_only else 2) if self.cfg else 1
         small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=self.cfg.step_tokens if self.cfg else 512,
                              n_ubatch=o.ubatch, n_gpu_layers=o.n_gpu_layers, n_threads=o.threads,
-                             kv_unified=o.kv != "split", kv_type=o.kv_type, repack=use_repack(path, rows))
+                             kv_unified=o.kv != "split", kv_type=o.kv_type, cpu_weights=o.cpu_weights,
+                             rows_per_call=rows)
         self.engine = Engine(path, small, adapter=o.adapter)
         self.builder = ViewBuilder(self.engine, self.task, o.system, self.cfg.published if self.cfg else None)
 

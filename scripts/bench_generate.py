@@ -8,6 +8,7 @@ run: single-view greedy decoding of the base prompts with llama-cpp-python's hig
     python scripts/bench_generate.py                 # 64 problems, 512 new tokens (the CLI default), batch 16
     python scripts/bench_generate.py --batches 1,16,32 --threads 1
     python scripts/bench_generate.py --layouts split:f16,unified:q8_0   # KV layouts:types at batch > 1
+    python scripts/bench_generate.py --batches 1,16 --placements auto,plain  # weight placements (--cpu-weights)
 
 Laptop-class shapes (a random-weight GGUF from scripts/make_shape_model.py: its text is
 noise, so every configuration decodes a fixed number of tokens past end-of-generation):
@@ -60,9 +61,8 @@ def child_greedy(args) -> dict:
     """Baseline: greedy decoding of each base prompt, one sequence, high-level Llama."""
     import llama_cpp
     import numpy as np
-    from llama_cpp import Llama
 
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.engine import Engine, EngineConfig, open_llama
     from dasd_local.prompts import ViewBuilder
 
     path = model_path(args)
@@ -73,8 +73,8 @@ def child_greedy(args) -> dict:
         stops = set() if args.fixed_length else {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
         cell = tok_engine.kv_bytes_per_cell
     threads = args.threads or os.cpu_count()  # Llama's own default is half the cores: give it all, as the engine
-    llm = Llama(str(path), n_ctx=args.greedy_ctx, verbose=False, flash_attn=True,
-                n_threads=threads, n_threads_batch=threads)
+    llm, placement = open_llama(path, args.cpu_weights, 1, n_ctx=args.greedy_ctx, verbose=False, flash_attn=True,
+                                n_threads=threads, n_threads_batch=threads)
     n_vocab = llm.n_vocab()
     emitted, live, start = 0, 0, time.perf_counter()
     for prompt in prompts:
@@ -91,7 +91,7 @@ def child_greedy(args) -> dict:
             llm.eval([tok])
         live = max(live, len(prompt) + n + 1)
     return {"emitted": emitted, "seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(),
-            "live_kv_mb": live * cell / 2**20, "rows": emitted + sum(map(len, prompts))}
+            "live_kv_mb": live * cell / 2**20, "rows": emitted + sum(map(len, prompts)), "cpu_weights": placement}
 
 
 def child_dasd(args) -> dict:
@@ -102,7 +102,7 @@ def child_dasd(args) -> dict:
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
                        step_tokens=args.step_tokens, speculate=args.speculate, base_only=args.strategy == "base")
     opts = EngineOptions(model=args.model, ubatch=args.ubatch, threads=args.threads or None, kv=args.kv,
-                         kv_type=args.kv_type)
+                         kv_type=args.kv_type, cpu_weights=args.cpu_weights)
     with DecodeSession(opts, task, cfg) as session:
         if args.fixed_length:  # a random-weight model's text is noise: decode max_new_tokens regardless
             session.engine.is_eog = lambda token: False
@@ -111,22 +111,22 @@ def child_dasd(args) -> dict:
         secs = time.perf_counter() - start
         e = session.engine
         layout, n_ctx, cell = ("unified" if e.config.kv_unified else "split"), e.config.n_ctx, e.kv_bytes_per_cell
+        placement = e.config.cpu_weights
     s = session.stats
     return {"emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n, "rows": s.rows,
             "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": n_ctx, "layout": layout,
             "kv_mb": n_ctx * cell / 2**20, "live_kv_mb": s.peak_cells * cell / 2**20,
-            "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1)}
+            "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1),
+            "cpu_weights": placement}
 
 
 def child_ceiling(args) -> dict:
     """Forward tokens/s of one large batch (prompt-style prefill): what the hardware allows."""
     from dasd_local.engine import Engine, EngineConfig
 
-    from dasd_local.session import use_repack
-
     n, path = 512, model_path(args)
     with Engine(path, EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n, n_threads=args.threads or None,
-                                   repack=use_repack(path, n))) as e:
+                                   cpu_weights=args.cpu_weights, rows_per_call=n)) as e:
         toks = [100 + i % 1000 for i in range(n)]
         e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])  # warm-up
         start, reps = time.perf_counter(), 3
@@ -134,7 +134,8 @@ def child_ceiling(args) -> dict:
             e.drop(0)
             e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])
         secs = time.perf_counter() - start
-    return {"emitted": n * reps, "seconds": secs, "rss_mb": peak_rss_mb()}
+        placement = e.config.cpu_weights
+    return {"emitted": n * reps, "seconds": secs, "rss_mb": peak_rss_mb(), "cpu_weights": placement}
 
 
 def child_hf(args) -> dict:
@@ -180,7 +181,8 @@ def child_hf(args) -> dict:
 def run_child(mode: str, args, **extra) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--problems", str(args.problems), "--threads", str(args.threads or 0),
            "--max-new-tokens", str(args.max_new_tokens), "--ubatch", str(args.ubatch),
-           "--step-tokens", str(args.step_tokens), "--greedy-ctx", str(args.greedy_ctx)]
+           "--step-tokens", str(args.step_tokens), "--greedy-ctx", str(args.greedy_ctx),
+           "--cpu-weights", args.cpu_weights]
     cmd += (["--model", args.model] if args.model else []) + (["--fixed-length"] if args.fixed_length else [])
     for k, v in extra.items():
         if k in ("kv", "kv_type") and mode != "dasd":
@@ -225,13 +227,24 @@ def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:
     runs = [(args.strategy, b, kv, t) for b in map(int, args.batches.split(",")) for kv, t in (layouts if b > 1 else layouts[:1])]
     runs += [("base", b, *layouts[0]) for b in map(int, filter(None, args.base_batches.split(",")))]
     single = argparse.Namespace(**{**vars(args), "problems": args.single_problems or args.problems})
+    placements = args.placements.split(",") if args.placements else [args.cpu_weights]
     for strategy, b, kv, kv_type in runs:
-        r = run_child("dasd", single if b == 1 else args, batch=b, strategy=strategy, kv=kv, kv_type=kv_type)
-        r["strategy"] = strategy
+        by_placement = {}
+        for placement in placements:
+            r = run_child("dasd", single if b == 1 else args, batch=b, strategy=strategy, kv=kv, kv_type=kv_type,
+                          cpu_weights=placement)
+            r["strategy"] = strategy
+            by_placement[placement] = r
+            label = f"{strategy} b{b} {r['layout']} {kv_type} {placement}:{r['cpu_weights']}"
+            report(label, r, base, ceil_tps, args)
+            print(memory_line(label, r, file_mb), flush=True)
+        first, r = placements[0], by_placement[placements[0]]
+        for other in placements[1:]:
+            o = by_placement[other]
+            print(f"ratio: {strategy} batch {b} --cpu-weights {other} ({o['cpu_weights']}) / {first} "
+                  f"({r['cpu_weights']}) = {tps(o) / tps(r):.2f}x tokens/s ({tps(o):.1f} vs {tps(r):.1f}; peak RSS "
+                  f"{o['rss_mb']:.0f} vs {r['rss_mb']:.0f} MB)", flush=True)
         results[(strategy, b, kv, kv_type)] = r
-        label = f"{strategy} b{b} {r['layout']} {kv_type}"
-        report(label, r, base, ceil_tps, args)
-        print(memory_line(label, r, file_mb), flush=True)
         if strategy == "base":
             for key, d in results.items():
                 if key[0] != "base" and key[1] == b:
@@ -276,6 +289,10 @@ def main() -> None:
     ap.add_argument("--kv", default="split")
     ap.add_argument("--kv-type", default="f16")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu-weights", default="auto", help="weight placement for every run: auto | plain | repack "
+                    "(engine.cpu_placement; each line names the placement asked for and the one used)")
+    ap.add_argument("--placements", default="", help="run each DASD configuration under these placements too "
+                    "(e.g. auto,plain) and print the ratio of each to the first")
     ap.add_argument("--hf-problems", type=int, default=4, help="problems for the transformers baseline (0: skip; "
                     "embedded model only)")
     ap.add_argument("--spec-problems", type=int, default=8, help="problems for speculation on/off at batch 1 (0: skip "
@@ -296,12 +313,13 @@ def main() -> None:
         print(f"single-stream runs (greedy, batch 1) on the first {single.problems} problems")
     base = run_child("greedy", single)
     print(f"{'config':<36}{'tokens':>8}{'seconds':>9}{'tok/s':>9}{'x greedy':>10}{'RSS MB':>9}{'x RSS':>7}")
-    print(f"{'greedy (Llama, 1 view)':<36}{base['emitted']:>8}{base['seconds']:>9.1f}{tps(base):>9.1f}"
+    print(f"{'greedy (Llama, 1 view, ' + base['cpu_weights'] + ')':<36}{base['emitted']:>8}{base['seconds']:>9.1f}{tps(base):>9.1f}"
           f"{1.0:>10.2f}{base['rss_mb']:>9.0f}{1.0:>7.2f}", flush=True)
     print(memory_line("greedy", base, file_mb), flush=True)
     ceiling = run_child("ceiling", args)
     ceil_tps = tps(ceiling)
-    print(f"ceiling: {ceil_tps:.0f} forward tokens/s in 512-token batches = {ceil_tps / tps(base):.2f}x greedy; DASD "
+    print(f"ceiling ({ceiling['cpu_weights']}): {ceil_tps:.0f} forward tokens/s in 512-token batches = "
+          f"{ceil_tps / tps(base):.2f}x greedy; DASD "
           f"needs 2 forward tokens per emitted token, so at most {ceil_tps / 2:.0f} emitted/s = "
           f"{ceil_tps / 2 / tps(base):.2f}x greedy", flush=True)
     results = sweep(args, base, ceil_tps, file_mb)

@@ -46,7 +46,7 @@ def llama_logprobs(gguf: Path, prompts: list[list[int]], adapter: Path | None = 
     from dasd_local.engine import Engine, EngineConfig
 
     out = []
-    cfg = EngineConfig(n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=1, repack=False)
+    cfg = EngineConfig(n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=1, cpu_weights="plain")
     with Engine(gguf, cfg, adapter=adapter) as engine:
         for tokens in prompts:
             engine.clear()

@@ -52,8 +52,8 @@ class Kills:
 
 
 def kill_loop(args: list, cwd: Path, kills: int, seed: int, check, lines=None, batch: int = 1,
-              jitter: float = 1.0, startup: float = 1.0) -> Kills:
-    """Start `args` over and over and SIGKILL each run at a seeded random moment, calling
+              jitter: float = 1.0, startup: float = 1.0, sig: int = signal.SIGKILL) -> Kills:
+    """Start `args` over and over and kill each run (`sig`) at a seeded random moment, calling
     `check()` after every run, until `kills` kills have landed; then run it to the end.
 
     A moment is drawn in progress, not in wall time (a loaded machine would move it): the run
@@ -77,9 +77,11 @@ def kill_loop(args: list, cwd: Path, kills: int, seed: int, check, lines=None, b
             assert proc.returncode == 0, proc.stderr.read()
             k.finished += 1
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             proc.wait()
-            k.landed += 1
+            assert proc.returncode in (-sig, 0), (proc.returncode, proc.stderr.read()[-2000:])
+            k.landed += proc.returncode == -sig  # 0: it finished between the timeout and the signal
+            k.finished += proc.returncode == 0
         proc.stderr.close()
         k.partial.append(check())
     assert k.landed == kills, k
@@ -176,6 +178,20 @@ def test_generate_survives_20_kills(work, problems, gen_reference, batch):
     assert manifest["counts"]["done"] == N and manifest["counts"]["failed"] == 0
 
 
+def test_generate_survives_native_crashes(work, problems, gen_reference):
+    """SIGSEGV, as a crash inside llama.cpp's kernels delivers it (nothing in Python runs
+    after it): every line written is whole and kept, and the same command resumes."""
+    ref = gen_reference
+    d = work / "gen-segv"
+    d.mkdir()
+    out = d / "run.jsonl"
+    k = kill_loop(gen_args(problems, "run.jsonl", 8), d, 6, seed=11, check=generate_checker(out, None),
+                  lines=lambda: len(lines_of(out)), batch=8, jitter=ref.startup + ref.work * 4 / N,
+                  startup=ref.startup, sig=signal.SIGSEGV)
+    assert any(0 < n < N for n in k.partial), "no crash landed while records were being written"
+    assert ids_once(out) == [json.loads(x)["id"] for x in ref.data.decode().splitlines()]
+
+
 def test_verify_survives_10_kills(work, gen_reference):
     d = work / "verify"
     d.mkdir()
@@ -200,7 +216,7 @@ def eval_args(data_dir: Path, out: str, batch: int) -> list:
 
 
 # what differs between two runs that judged the same answers: timings and who ran what
-RUN_FIELDS = ("ran_now", "seconds_now", "problems_per_s_now", "decode_calls", "emitted_tokens", "config")
+RUN_FIELDS = ("ran_now", "seconds_now", "problems_per_s_now", "decode_calls", "emitted_tokens", "cpu_weights", "config")
 
 
 @pytest.mark.parametrize("batch", [1, 8])

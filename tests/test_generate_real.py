@@ -129,10 +129,11 @@ def test_recorded_probabilities_match_teacher_forcing(model_path, dasd):
 @pytest.fixture(scope="module")
 def llama(model_path):
     """llama-cpp-python's high-level Llama: an independent greedy decoder (same numerics
-    settings: flash attention, 32-token micro-batches)."""
-    from llama_cpp import Llama
+    settings: flash attention, 32-token micro-batches; the engine's weight placement, so
+    it neither crashes on AMX nor runs other kernels than the engine it checks)."""
+    from dasd_local.engine import open_llama
 
-    llm = Llama(str(model_path), n_ctx=2048, n_ubatch=32, flash_attn=True, logits_all=True, verbose=False)
+    llm, _ = open_llama(model_path, n_ctx=2048, n_ubatch=32, flash_attn=True, logits_all=True, verbose=False)
     yield llm
     llm.close()
 
