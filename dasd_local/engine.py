@@ -84,13 +84,6 @@ def _check_gguf(path: Path) -> None:
 
 K_QUANT_FTYPES = set(range(10, 19))  # llama_ftype MOSTLY_Q2_K .. MOSTLY_Q6_K
 
-# How the weights are placed on the CPU. plain: the mapped file, llama.cpp's ordinary kernels.
-# repack: llama.cpp's "extra buffer types" (use_extra_bufts): a second, private copy of the
-# weights repacked for its CPU kernels (the file is then read, not mapped), and on a CPU with
-# AMX the AMX buffer type. auto: `cpu_placement`'s rule.
-AMX_ISSUE = "ggml-org/llama.cpp#20824"
-
-
 def system_info() -> str:
     """llama.cpp's own report of the CPU features its kernels were built for and found."""
     import llama_cpp
@@ -107,8 +100,12 @@ def has_amx(info: str) -> bool:
 def cpu_placement(choice: str, path: str | Path, rows_per_call: int, info: str | None = None) -> str:
     """The one rule for where the weights go: `plain` or `repack` for `choice` = auto.
 
+    plain: the mapped file, llama.cpp's ordinary kernels. repack: llama.cpp's "extra buffer
+    types" (use_extra_bufts): a second, private copy of the weights repacked for its CPU
+    kernels (the file is then read, not mapped), and on a CPU with AMX the AMX buffer type.
+
     On a CPU where llama.cpp runs AMX kernels, never the extra buffer types: its AMX matmul
-    segfaults on the first decode (AMX_ISSUE, unfixed in 0.3.36's llama.cpp), and with
+    segfaults on the first decode (ggml-org/llama.cpp#20824, unfixed in 0.3.36's llama.cpp), and with
     use_extra_bufts off the same runs go through (measured on a Sapphire Rapids Xeon).
     Elsewhere the measured choice (scripts/bench_generate.py, AVX-512): repacking wins at
     1-4 rows per call, but for K-quant files (Q4_K_M, the usual laptop download) it is

