@@ -258,7 +258,7 @@ class Columns:
     answer_field: str | None = setting(None, "Column with the gold answer (math/mcq).", flag="--answer-field")
     choices_field: str | None = setting(None, "Column with the choices (mcq).", flag="--choices-field")
     tests_field: str | None = setting(None, "Column with the test asserts (code: test_list).", flag="--tests-field")
-    answer_format: str | None = setting(None, "Answers asked for and read back as: math boxed | answer-is (demo: answer-is), mcq answer-is, code code-block.", flag="--answer-format")
+    answer_format: str | None = setting(None, "Answers asked for and read back as: math boxed | answer-is (demo: answer-is), mcq answer-is, code code-block | code-block-all-tests (the question shows every assert).", flag="--answer-format")
 
     @property
     def fields(self):

@@ -136,3 +136,18 @@ def test_setup_code_runs_between_code_and_asserts(data_dir):
     row = next(r for r in mbpp_rows(data_dir) if r["task_id"] == 367)
     program = build_program(row["code"], row)
     assert program.index("class Node") < program.index("root = Node(1)") < program.index("assert is_tree_balanced")
+
+
+def test_the_all_tests_format_shows_every_assert_and_checks_the_same(data_dir):
+    """`--answer-format code-block-all-tests` (lm-evaluation-harness's mbpp prompt shows all
+    three asserts); the sanitized split, whose question column is `prompt`, loads with it."""
+    one, every = get_task("code"), get_task("code", "code-block-all-tests")
+    path = data_dir / "mbpp" / "sanitized" / "test.jsonl"
+    (p1,), _ = load_problems(path, one, FieldMap(question="prompt"), limit=1)
+    (pn,), _ = load_problems(path, every, FieldMap(question="prompt"), limit=1)
+    asserts = pn.fields["test_list"]
+    assert len(asserts) == 3 and all(t.strip() in pn.question for t in asserts)
+    assert asserts[0].strip() in p1.question and asserts[1].strip() not in p1.question
+    assert pn.question.startswith(p1.question.split("\n\n")[0])
+    answer = f"```python\n{pn.reference}\n```"
+    assert every.verify(answer, pn.fields).correct and one.verify(answer, p1.fields).correct

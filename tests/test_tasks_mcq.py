@@ -97,3 +97,30 @@ def test_bad_rows_are_clear_errors(task):
         task.question({"question": "q", "choices": ["red", "green"]}, FieldMap())
     assert task.verify("The answer is (A)", {}).detail == "no answerKey/choices"
     assert get_task("mcq").missing_gold({"answerKey": "A"}) == "choices"
+
+
+@pytest.mark.parametrize("response, label", [
+    ("Option (A) is red, (B) is green. Looking at (D)", None),  # mid-analysis: no guess
+    ("Reasoning...\nB\n and then", None),
+    ("It must be green, because", None),
+    ("So the answer is (C), because blue", "C"),  # an answer sentence still counts
+])
+def test_a_response_cut_by_the_token_limit_commits_only_by_an_answer_sentence(task, response, label):
+    row = {"answerKey": "C", "choices": CHOICES, "finish_reason": "length"}
+    assert extract_label(response, CHOICES, truncated=True) == label
+    verdict = task.verify(response, row)
+    assert verdict.extracted == label and verdict.correct == (label == "C")
+    if label is None:
+        assert "token limit" in verdict.detail
+    # the same text, finished by the model, is read by the weaker cues as before
+    assert task.verify(response, {**row, "finish_reason": "stop"}).extracted == extract_label(response, CHOICES)
+
+
+def test_numeric_answer_keys(data_dir, task):
+    rows = [r for r in arc_rows(data_dir, "test") if r["answerKey"].isdigit()]
+    assert rows  # ARC-Challenge test has digit-labelled items
+    for r in rows:
+        assert task.verify(f"The answer is ({r['answerKey']}).", r).correct
+        assert task.verify(f"The answer is {r['answerKey']}", {**r, "answerKey": int(r["answerKey"])}).correct
+        letter = "ABCDE"[r["choices"]["label"].index(r["answerKey"])]
+        assert task.verify(f"The answer is ({letter})", r).correct  # a letter read by position

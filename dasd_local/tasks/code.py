@@ -4,7 +4,7 @@ Schema (MBPP full): `text`, `code`, `task_id`, `test_list`, `test_setup_code`,
 `challenge_test_list`; the sanitized variant's `test_imports` is honoured too (its
 question column is `prompt`: pass `--question-field prompt`). Following the MBPP
 convention, the question shows the first test so that the function's name and
-signature are known. Verification extracts the code from the response and runs it,
+signature are known (`--answer-format code-block-all-tests`: all of them). Verification extracts the code from the response and runs it,
 with the setup code and every assert of `test_list`, in `tasks.sandbox`.
 """
 
@@ -56,7 +56,10 @@ def build_program(code: str, fields: dict) -> str:
 class CodeTask(Task):
     name = "code"
     instruction = "Write the complete Python function in a single ```python code block."
-    formats = {"code-block": instruction}
+    # code-block: the question shows the first assert (the MBPP paper's convention, which
+    # names the function); code-block-all-tests: every assert of test_list, as
+    # lm-evaluation-harness's `mbpp` prompt does. Either way all asserts are run.
+    formats = {"code-block": instruction, "code-block-all-tests": instruction}
     answer_format, answer_marker = "code-block", b"```python"
     id_field = "task_id"
     question_field = "text"
@@ -80,8 +83,12 @@ class CodeTask(Task):
 
     def question(self, row: dict, fields: FieldMap) -> str:
         text = super().question(row, fields).strip()
-        tests = row.get(self.column("test_list", fields)) or []
-        return f"{text}\n\nYour code should pass this test:\n\n{tests[0].strip()}" if tests else text
+        tests = [t.strip() for t in row.get(self.column("test_list", fields)) or []]
+        if not tests:
+            return text
+        if self.answer_format == "code-block-all-tests" and len(tests) > 1:
+            return f"{text}\n\nYour code should pass these tests:\n\n" + "\n".join(tests)
+        return f"{text}\n\nYour code should pass this test:\n\n{tests[0]}"
 
     def reference(self, row: dict, fields: FieldMap) -> str:
         return super().reference(row, fields).replace("\r\n", "\n").strip()

@@ -8,7 +8,8 @@ unless a `--reference-field` names a column with explanations.
 
 Extraction is tolerant, in order of trust: "The answer is (X)" / "Answer: X" (last
 one wins), then the last parenthesised label, then a line holding only a label, then
-the one choice whose text the response quotes. A letter given for a digit-labelled
+the one choice whose text the response quotes. A response cut by the token limit
+(`finish_reason` "length") is read by the answer sentence only, else it gets no label. A letter given for a digit-labelled
 item is read by position (A = first choice), since that is how models often answer.
 """
 
@@ -54,14 +55,20 @@ def _patterns(labels: list[str]) -> list[re.Pattern]:
     ]
 
 
-def extract_label(response: str, choices: dict) -> str | None:
-    """The label the response commits to, or None."""
+def extract_label(response: str, choices: dict, truncated: bool = False) -> str | None:
+    """The label the response commits to, or None. A response cut by the token limit
+    commits only through an answer sentence: the weaker cues (a parenthesised label, a
+    label on its own line, a quoted choice) are then read from the middle of an analysis
+    that weighs every option, and would guess."""
     labels = choice_labels(choices)
     text = response.replace("*", "")  # **B** -> B
-    for pattern in _patterns(labels):
+    patterns = _patterns(labels)
+    for pattern in patterns[:1] if truncated else patterns:
         hits = [next(g for g in m.groups() if g) for m in pattern.finditer(text)]
         if hits:
             return _by_position(hits[-1], labels)
+    if truncated:
+        return None
     quoted = [label for label, t in zip(labels, choices["text"]) if str(t).strip() and str(t).lower() in text.lower()]
     return quoted[0] if len(quoted) == 1 else None
 
@@ -106,7 +113,9 @@ class McqTask(Task):
         gold, choices = fields.get("answerKey"), fields.get("choices")
         if gold is None or choices is None:
             return Verdict(False, None, "no answerKey/choices")
-        got = extract_label(response, choices)
+        truncated = fields.get("finish_reason") == "length"
+        got = extract_label(response, choices, truncated)
         if got is None:
-            return Verdict(False, None, "no answer label found")
+            return Verdict(False, None, "cut by the token limit before an answer sentence" if truncated
+                           else "no answer label found")
         return Verdict(got == str(gold), got, "")
