@@ -262,9 +262,44 @@ def _levels(summaries: list[dict | None], key: str) -> list[str]:
     return sorted(found, key=lambda lv: (not lv.isdigit(), int(lv) if lv.isdigit() else 0, lv))
 
 
+def verdicts(a, name: str) -> dict[str, bool]:
+    """Problem id -> passed, from a row's evaluation predictions (empty before it ran)."""
+    path = a.out / "eval" / name / "predictions.jsonl"
+    if not path.exists():
+        return {}
+    rows = (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
+    return {str(r["id"]): bool(r.get("correct")) for r in rows}
+
+
+def interval(passed: dict[str, bool], seed: int) -> dict | None:
+    """pass@1 with its 95% bootstrap interval over problems."""
+    from dasd_local.uncertainty import ratio_ci
+
+    if not passed:
+        return None
+    ci = ratio_ci([float(v) for v in passed.values()], [1.0] * len(passed), seed=seed)
+    return {"lo": ci["lo"], "hi": ci["hi"]}
+
+
+def paired(a_passed: dict[str, bool], b_passed: dict[str, bool], seed: int) -> dict | None:
+    """pass@1(b) - pass@1(a) over the problems both were judged on, with a 95% paired
+    bootstrap interval (the problems resampled jointly) and the per-problem disagreements."""
+    from dasd_local.uncertainty import paired_diff
+
+    ids = [i for i in a_passed if i in b_passed]
+    if not ids:
+        return None
+    x, y = [float(a_passed[i]) for i in ids], [float(b_passed[i]) for i in ids]
+    d = paired_diff(x, [1.0] * len(ids), y, [1.0] * len(ids), seed=seed)
+    return {"diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": len(ids),
+            "only_b": sum(1 for u, v in zip(x, y) if v and not u), "only_a": sum(1 for u, v in zip(x, y) if u and not v)}
+
+
 def table1(a) -> dict:
-    """Accuracy of the untuned model and of every strategy's adapter, overall and by level."""
+    """Accuracy of the untuned model and of every strategy's adapter, overall and by level,
+    with intervals: each row's own, and its paired difference to the untuned model."""
     names = ([] if a.skip_origin else [ORIGIN]) + list(a.strategies)
+    origin = verdicts(a, ORIGIN)
     rows = {}
     for name in names:
         summary = read_json(a.out / "eval" / name / "summary.json")
@@ -272,10 +307,20 @@ def table1(a) -> dict:
         data = None if name == ORIGIN else count_lines(p["train_data"])
         made = count_lines(p["generated"]) if name in GENERATED else None
         gold = count_replacements(p["train_data"]) if made is not None else None
+        passed = verdicts(a, name) if summary else {}
         rows[name] = {"train_records": data, "generated": made, "gold_replacements": gold,
                       "accuracy": summary and summary.get("score"), "n": summary and summary.get("n"),
-                      "by_level": {lv: c["score"] for lv, c in (summary or {}).get("by_level", {}).items()}}
+                      "by_level": {lv: c["score"] for lv, c in (summary or {}).get("by_level", {}).items()},
+                      "ci": interval(passed, a.seed),
+                      "vs_origin": paired(origin, passed, a.seed) if name != ORIGIN and passed else None}
     return rows
+
+
+def comparisons(a) -> dict:
+    """DASD against self-distillation, paired over the evaluation problems (Table 1's question)."""
+    pairs = [("self-distill", "dasd")] if {"self-distill", "dasd"} <= set(a.strategies) else []
+    found = {f"{y} - {x}": paired(verdicts(a, x), verdicts(a, y), a.seed) for x, y in pairs}
+    return {k: v for k, v in found.items() if v}
 
 
 def stats_path(a, name: str, which: str) -> Path:
@@ -306,6 +351,16 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def span(ci: dict | None) -> str:
+    return "-" if not ci or ci["lo"] is None else f"[{pct(ci['lo'])}, {pct(ci['hi'])}]"
+
+
+def diff(d: dict | None) -> str:
+    if not d or d["diff"] is None:
+        return "-"
+    return f"{100 * d['diff']:+.2f} points [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] ({d['only_b']} / {d['only_a']})"
+
+
 def md_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
@@ -321,12 +376,16 @@ def markdown(a, results: dict) -> str:
             if r["generated"] else " gold")
         if r.get("gold_replacements"):
             data += f" ({r['train_records'] - r['gold_replacements']} own, {r['gold_replacements']} gold replacements)"
-        rows1.append([name, data, pct(r["accuracy"]) + (f" (n={r['n']})" if r["n"] else ""),
-                      *(pct(r["by_level"].get(lv)) for lv in levels)])
+        rows1.append([name, data, pct(r["accuracy"]) + (f" (n={r['n']})" if r["n"] else ""), span(r.get("ci")),
+                      diff(r.get("vs_origin")), *(pct(r["by_level"].get(lv)) for lv in levels)])
     out = [f"# Results: task {a.task}, model {a.model or 'embedded default'}\n",
            f"Training data: {a.train_data} ({selected(a)}); evaluation: {a.eval_data} "
            f"(first {a.eval_limit or 'all'}); max_new_tokens {a.max_new_tokens}; train args `{a.train_args}`.\n",
-           "## Table 1: accuracy\n", md_table(["strategy", "training records", "accuracy", *(f"L{lv}" for lv in levels)], rows1)]
+           "## Table 1: accuracy\n",
+           md_table(["strategy", "training records", "accuracy", "95% interval", "vs origin (paired 95% interval; "
+                     "problems only it / only origin solves)", *(f"L{lv}" for lv in levels)], rows1)]
+    for name, d in results.get("comparisons", {}).items():
+        out.append(f"{name}: {diff(d)} over {d['n']} problems.\n")
     for which, title in (("training", "training data (verified; the gold solutions for sft and mask-ppl)"),
                          ("generated", "all generated data, before verification, and the gold solutions")):
         t3 = results["table3"][which]
@@ -369,11 +428,79 @@ def write_results(a) -> dict:
                                         f"{a.train_data} ({selected(a)})\n\n" + ev.sweep_markdown(a, sys.modules[__name__], rows),
                                         encoding="utf-8")
         return results
-    results = {"config": config, "table1": table1(a), "table3": {w: table3(a, w) for w in ("training", "generated")},
+    results = {"config": config, "table1": table1(a), "comparisons": comparisons(a), "table3": {w: table3(a, w) for w in ("training", "generated")},
                "preflight": read_json(a.out / "preflight.json"), "stages": stage_seconds(a.out)}
     (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (a.out / "results.md").write_text(markdown(a, results), encoding="utf-8")
     return results
+
+
+# ---- publishing -----------------------------------------------------------------------------
+
+PUBLISHED_VERSIONS = ("llama-cpp-python", "torch", "transformers", "peft", "trl", "accelerate", "numpy")
+
+
+def _gz_jsonl(path: Path, rows) -> int:
+    """Write rows as gzipped JSONL with a fixed mtime (the same rows give the same bytes)."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        for row in rows:
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+            n += 1
+    return n
+
+
+def _jsonl(path: Path):
+    return (json.loads(line) for line in path.open(encoding="utf-8") if line.strip()) if path.exists() else iter(())
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in PUBLISHED_VERSIONS:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    found["dasd-local commit"] = head.stdout.strip() or None
+    found["python"] = sys.version.split()[0]
+    return found
+
+
+def publish(a, dest: Path) -> None:
+    """Copy what a reader needs to re-check every number into `dest` (for git): the tables,
+    the commands and their times, the versions, per row the evaluation predictions (id,
+    response, verdict) and the kept training records as text (id, prompt, response). No
+    weights, no per-step arrays."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.md", "results.json", "commands.sh", "log.jsonl"):
+        if (a.out / name).exists():
+            shutil.copyfile(a.out / name, dest / name)
+    for name in ("generated.json", "training.json"):
+        if (a.out / "stats" / name).exists():
+            (dest / "stats").mkdir(exist_ok=True)
+            shutil.copyfile(a.out / "stats" / name, dest / "stats" / name)
+    (dest / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n", encoding="utf-8")
+    keep = ("id", "prediction", "extracted", "correct", "detail", "finish_reason", "response_tokens")
+    for name in ([] if a.skip_origin else [ORIGIN]) + list(a.strategies):
+        evald = a.out / "eval" / name
+        if (evald / "summary.json").exists():
+            _gz_jsonl(dest / "eval" / f"{name}.predictions.jsonl.gz",
+                      ({k: r.get(k) for k in keep} for r in _jsonl(evald / "predictions.jsonl")))
+            shutil.copyfile(evald / "summary.json", dest / "eval" / f"{name}.summary.json")
+        if name == ORIGIN:
+            continue
+        train_data = paths(a.out, name)["train_data"]
+        if train_data.exists():
+            _gz_jsonl(dest / "data" / f"{name}.kept.jsonl.gz",
+                      ({"id": r["id"], "prompt": r.get("base_prompt") or r.get("question"), "response": r.get("response")}
+                       for r in _jsonl(train_data)))
+    print(f"published {dest}")
 
 
 def parse(argv: list[str] | None = None):
@@ -417,6 +544,10 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce")
     ap.add_argument("--python", default=sys.executable, help="interpreter with dasd-local installed")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (run / skip per stage), run nothing")
+    ap.add_argument("--only", default="", help="comma-separated stage names or prefixes to run now, in plan order "
+                    "(e.g. 'eval/origin' or 'score/gold,train/sft'); the tables are written as always")
+    ap.add_argument("--publish", type=Path, help="after the run, copy the tables, commands, versions, predictions and "
+                    "kept training records (text, no weights) into this directory, e.g. results/<name>")
     a = ap.parse_args(argv)
     a.strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
     unknown = [s for s in a.strategies if s not in STRATEGIES]
@@ -432,6 +563,9 @@ def parse(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     p = plan(a)
+    if a.only:
+        wanted = [w.strip() for w in a.only.split(",") if w.strip()]
+        p.stages = [s for s in p.stages if any(s.name == w or s.name.startswith(w.rstrip("/") + "/") for w in wanted)]
     if a.dry_run:
         for stage in p.stages:
             state = "rerun" if stage.always else "skip" if stage.done.exists() else "run"
@@ -439,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = execute(p, a.python)
     write_results(a)
+    if a.publish and not a.sweeps:
+        publish(a, a.publish.resolve())
     name = "sweep" if a.sweeps else "results"
     print(f"wrote {a.out / (name + '.md')} and {a.out / (name + '.json')}")
     return 1 if rows and rows[-1]["status"] == "failed" else 0

@@ -114,6 +114,8 @@ elif verb == "train":
 elif verb == "eval":
     Path(opt("-o")).mkdir(parents=True, exist_ok=True)
     (Path(opt("-o")) / "summary.json").write_text(json.dumps({"score": 0.5, "n": 2, "by_level": {"1": {"score": 1.0}}}))
+    solved = ["0"] if "--adapter" in args else ["1"]  # each adapter solves problem 0; the untuned model problem 1
+    write(Path(opt("-o")) / "predictions.jsonl", [{"id": i, "prediction": "x", "correct": i in solved} for i in ("0", "1")])
 elif verb == "stats":
     from dasd_local.stats import report
     files = [Path(p) for p in args[1:args.index("--threshold")]]
@@ -154,14 +156,19 @@ def test_run_resume_and_results(rp, tmp_path, fake):
     assert status["train/base"] == status["eval/base"] == "no data"
     assert (out / "commands.sh").read_text().count("verify") == 3  # base, dasd (failed), dasd again
     results = json.loads((out / "results.json").read_text())
-    assert results["table1"]["dasd"] == {"train_records": 1, "generated": 3, "gold_replacements": 0, "accuracy": 0.5,
-                                         "n": 2, "by_level": {"1": 1.0}}
+    dasd = results["table1"]["dasd"]
+    assert {k: dasd[k] for k in ("train_records", "generated", "gold_replacements", "accuracy", "n", "by_level")} == {
+        "train_records": 1, "generated": 3, "gold_replacements": 0, "accuracy": 0.5, "n": 2, "by_level": {"1": 1.0}}
+    assert dasd["ci"]["lo"] <= 0.5 <= dasd["ci"]["hi"]
+    assert dasd["vs_origin"]["diff"] == 0.0 and (dasd["vs_origin"]["only_b"], dasd["vs_origin"]["only_a"]) == (1, 1)
+    assert results["table1"]["origin"]["vs_origin"] is None
     assert results["table1"]["base"]["accuracy"] is None
     assert results["table3"]["generated"]["dasd"]["all"] == 0.5  # one of two tokens has p_base < 0.4
     assert results["table3"]["training"]["sft"]["tokens"] == 6
     assert results["stages"]["verify/dasd"]["runs"] == 2
     md = (out / "results.md").read_text()
-    assert "## Table 1" in md and "| dasd | 1 of 3 generated (yield 33.33%) | 50.00% (n=2) | 100.00% |" in md
+    assert "## Table 1" in md and "| dasd | 1 of 3 generated (yield 33.33%) | 50.00% (n=2) | [" in md
+    assert "+0.00 points [" in md and "(1 / 1) | 100.00% |" in md
     assert "## Table 3" in md and "| sft | 6 | 50.00% |" in md
 
 
@@ -271,3 +278,34 @@ def test_preflight_checks_the_answer_formats_opening(rp, tmp_path):
         ev.run_preflight(gold, tmp_path / "pf.json", a)
         result = json.loads((tmp_path / "pf.json").read_text())
         assert (result["marker"], result["with_marker"], result["below_tau"]) == (marker, found, found)
+
+
+def test_publish_writes_text_only_and_pass_at_1_rechecks(rp, tmp_path, fake):
+    import gzip
+
+    runner, _, _ = fake
+    dest = tmp_path / "published"
+    argv = ["--strategies", "dasd,self-distill,sft", "--python", str(runner), "--publish", str(dest)]
+    assert rp.main(list(map(str, args_list(tmp_path, argv)))) == 0
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert "results.md" in files and "commands.sh" in files and "versions.json" in files
+    assert not any(f.endswith((".gguf", ".safetensors", ".pt")) for f in files)
+    preds = [json.loads(x) for x in gzip.open(dest / "eval" / "dasd.predictions.jsonl.gz", "rt")]
+    summary = json.loads((dest / "eval" / "dasd.summary.json").read_text())
+    assert sum(p["correct"] for p in preds) / len(preds) == summary["score"]  # re-checkable without a rerun
+    kept = [json.loads(x) for x in gzip.open(dest / "data" / "dasd.kept.jsonl.gz", "rt")]
+    assert kept and set(kept[0]) == {"id", "prompt", "response"}
+    assert (dest / "data" / "sft.kept.jsonl.gz").exists() and not (dest / "data" / "origin.kept.jsonl.gz").exists()
+    results = json.loads((dest / "results.json").read_text())
+    assert results["comparisons"]["dasd - self-distill"]["diff"] == 0.0
+    assert "dasd - self-distill: +0.00 points" in (dest / "results.md").read_text()
+
+
+def test_only_runs_the_named_stages_and_a_later_run_skips_them(rp, tmp_path, fake):
+    runner, log, _ = fake
+    argv = ["--strategies", "sft", "--python", str(runner)]
+    assert rp.main(list(map(str, args_list(tmp_path, argv + ["--only", "eval/origin"])))) == 0
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["eval"]
+    assert rp.main(list(map(str, args_list(tmp_path, argv)))) == 0
+    verbs = [line.split()[0] for line in log.read_text().splitlines()[1:]]
+    assert verbs[:3] == ["score", "train", "eval"] and set(verbs[3:]) == {"stats"}  # origin's evaluation was not run again
