@@ -101,7 +101,7 @@ def generate(
     step_tokens: int = opt(C.DecodeConfig, "step_tokens"),
     speculate: str = opt(C.DecodeConfig, "speculate"),
     draft_max: int = opt(C.DecodeConfig, "draft_max"),
-    ubatch: int = opt(C.RunConfig, "ubatch"),
+    ubatch: Optional[int] = opt(C.RunConfig, "ubatch"),
     kv: str = opt(C.RunConfig, "kv"),
     kv_type: str = opt(C.RunConfig, "kv_type"),
     cpu_weights: str = opt(C.RunConfig, "cpu_weights"),

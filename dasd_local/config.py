@@ -230,11 +230,12 @@ class EngineOptions:
     threads: int | None = setting(None, "CPU threads (default: all cores).", *AT_LEAST_1, flag="--threads")
     ctx: int | None = setting(None, "KV cells for all sequences (default: sized from the prompts).",
                               lambda v: v >= 64, ">= 64", flag="--ctx")
-    ubatch: int = setting(32, "llama.cpp micro-batch: 32 keeps logits independent of batching; larger prefills faster.",
-                          *AT_LEAST_1, flag="--ubatch")
+    ubatch: int | None = setting(None, "llama.cpp micro-batch (default: --step-tokens, one per decode call; smaller "
+                                 "saves compute-buffer memory, but then a record depends on the other problems "
+                                 "in its run).", *AT_LEAST_1, flag="--ubatch")
     kv: str = setting("auto", "KV cache layout: split (a stream per sequence, faster) | unified (one pool sized by real "
-                      "lengths, less memory; shares the views' prefix) | auto (split while its KV cache fits "
-                      "min(4 GiB, RAM/4)).", *one_of("auto", "split", "unified"), flag="--kv")
+                      "lengths, less memory; shares the views' prefix; a record then depends on the other problems in "
+                      "its run) | auto (split while its KV cache fits min(4 GiB, RAM/4)).", *one_of("auto", "split", "unified"), flag="--kv")
     kv_type: str = setting("f16", "KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to "
                            "~0.05).", *one_of(*KV_TYPES), flag="--kv-type")
     cpu_weights: str = setting("auto", "Weights on the CPU: plain (the mapped file) | repack (llama.cpp's repacked "

@@ -1,10 +1,23 @@
 """The dual-view decode loop: admit problems, step all sequences in one call, select, record.
 
 Each problem in flight owns two sequence ids in the engine's one context: B (base view)
-and R (reference view). Every iteration makes ONE `Engine.decode` call that carries the
-pending token of every decoding view plus chunks of prompts still being prefilled
-(continuous batching); the strategy's rule (rules.py) then picks one token per ready
-problem from the two views' logits and that token is fed to both views next time.
+and R (reference view). Every iteration makes ONE `Engine.decode` call (continuous
+batching): either a decode call, the pending token of every decoding view, or a prefill
+call, prompt chunks of the problems still being admitted. The strategy's rule (rules.py)
+then picks one token per ready problem from the two views' logits and that token is fed
+to both views next time.
+
+A problem's record does not depend on which other problems share the run (its --limit,
+--batch, a resume). llama.cpp's CPU kernels give a sequence the same numbers whatever
+other sequences' single tokens share its decode call (split KV cache, one micro-batch per
+call), but not whatever its own tokens are grouped with: its attention changes with the
+number of its tokens in a micro-batch, and llama.cpp cuts a call's micro-batches so that
+every sequence in one has as many tokens as the shortest (split_equal). So decode rows and
+prompt chunks never share a call, a prompt is cut into chunks at fixed positions (every
+PREFILL_CHUNK tokens, so the cut depends on the prompt alone), a prefill call carries only
+chunks of one length, and a prefix is taken from another problem's cache only in whole
+chunks, which that problem computed exactly as this one would (measured on
+Qwen2.5-Coder-0.5B; tests/test_determinism.py).
 Knows the engine's narrow surface and the rules; knows nothing about files or the CLI.
 """
 
@@ -24,8 +37,9 @@ from .prompts import ViewBuilder, Views, shared_prefix
 from .tasks import Problem, Task
 
 BOXED = b"\\boxed{"
-# shortest prefix worth taking from another problem's cache (a split cache copies a whole stream)
-MIN_SHARED = 16
+# prompts are prefilled in chunks that end at multiples of this position; a prefix is taken
+# from another problem's cache in whole chunks (at least one: a split cache copies a whole stream)
+PREFILL_CHUNK = 32
 
 
 class Decoder:
@@ -61,7 +75,9 @@ class Decoder:
         slot = Slot(problem, views, b, r, lookup=NgramIndex((r or b).prompt, self.cfg.ngram),
                     dlen=DraftLength(self.cfg.draft_max // 2, self.cfg.draft_max))
         if r is not None and self.cfg.share_prefix:
-            slot.shared = max(0, min(shared_prefix(b.prompt, r.prompt), len(b.prompt) - 1, len(r.prompt) - 1))
+            # whole chunks, so R takes what it would compute itself (B's cuts are R's)
+            common = min(shared_prefix(b.prompt, r.prompt), len(b.prompt) - 1, len(r.prompt) - 1)
+            slot.shared = max(0, common) // PREFILL_CHUNK * PREFILL_CHUNK
         if self.sampled:  # one generator per problem: its draws do not depend on the batch
             slot.rng = np.random.default_rng([self.cfg.seed, zlib.crc32(problem.id.encode())])
         limit = min(self.engine.seq_cells, self.engine.n_ctx_train)
@@ -74,26 +90,42 @@ class Decoder:
 
     # ---- one iteration ------------------------------------------------------------------
 
-    def _prefill_entries(self, slot: Slot, budget: int, entries: list) -> int:
-        """Queue prompt chunks (all but each view's last token); returns tokens queued."""
-        used = 0
-        for view in (slot.r, slot.b):  # R first: it may only share what B cached in earlier calls
-            if view is None or view.ready:
+    def _chunk(self, slot: Slot, view: View) -> int:
+        """Tokens of the view's next prompt chunk: up to the next multiple of PREFILL_CHUNK,
+        never past the prompt's last token (fed as the first decode row); 0 when the view
+        waits (R until B has cached their common prefix, which R then takes)."""
+        if view is slot.r and self.cfg.share_prefix and view.fed == 0 and slot.shared > 0:
+            if slot.b.fed < slot.shared:
+                return 0
+            self.engine.copy(slot.b.seq, view.seq, 0, slot.shared)
+            view.fed = view.borrowed = slot.shared
+        if view.fed >= len(view.prompt) - 1:
+            view.ready = True
+            return 0
+        return min(len(view.prompt) - 1, (view.fed // PREFILL_CHUNK + 1) * PREFILL_CHUNK) - view.fed
+
+    def _prefill_entries(self, slots: list[Slot]) -> list[Entry]:
+        """One prefill call: the next chunk of every prefilling view whose chunk has the
+        length of the first one's (so llama.cpp keeps each chunk whole in one micro-batch),
+        within step_tokens."""
+        entries, length = [], None
+        cached = [(s.b.prompt, s.b.fed, s.b.seq) for s in slots if s is not None and s.b.fed > 0]
+        for s in slots:
+            if s is None or s.decoding:
                 continue
-            if view is slot.r and self.cfg.share_prefix and view.fed == 0:
-                shared = slot.shared
-                if shared > 0 and slot.b.fed < shared:
-                    continue  # wait until B has the common prefix in the cache, then share it
-                if shared > 0:
-                    self.engine.copy(slot.b.seq, view.seq, 0, shared)
-                    view.fed = view.borrowed = shared
-            end = min(len(view.prompt) - 1, view.fed + budget - used)
-            for p in range(view.fed, end):
-                entries.append(Entry(view.prompt[p], p, view.seq))
-            used += end - view.fed
-            view.fed = end
-            view.ready = view.fed == len(view.prompt) - 1
-        return used
+            if self.cfg.share_prefix and s.b.fed == 0:
+                self._share_opening(s, cached)
+            for view in (s.r, s.b):  # R first: it may only share what B cached in earlier calls
+                if view is None or view.ready:
+                    continue
+                n = self._chunk(s, view)
+                if n == 0 or (length is not None and n != length) or len(entries) + n > self.cfg.step_tokens:
+                    continue
+                length = n
+                entries += [Entry(view.prompt[p], p, view.seq) for p in range(view.fed, view.fed + n)]
+                view.fed += n
+                view.ready = view.fed == len(view.prompt) - 1
+        return entries
 
     def _draft_allowance(self, n_ready: int) -> int:
         """Draft tokens each decoding problem may add this step. `auto` fills the decode call
@@ -107,10 +139,18 @@ class Decoder:
         return max(0, min(room, self.cfg.draft_max))
 
     def _entries(self, slots: list[Slot]) -> list[Entry]:
-        """Decode rows of ready problems (next token + draft) first, then prefill chunks in
-        the remaining budget. Wanted entries say which slot, view and draft row they are."""
-        entries = []
+        """The next call: prefill and decode calls take turns while both have work (a new
+        problem's prompt does not stall the others' decoding); wanted entries say which
+        slot, view and draft row they are."""
         ready = [i for i, s in enumerate(slots) if s is not None and s.decoding]
+        if not ready or not self._prefilled_last:
+            entries = self._prefill_entries(slots)
+            ready = [i for i, s in enumerate(slots) if s is not None and s.decoding]  # prompts of one token
+            if entries or not ready:
+                self._prefilled_last = bool(entries)
+                return entries
+        self._prefilled_last = False
+        entries = []
         allowance = self._draft_allowance(len(ready))
         for i in ready:
             s = slots[i]
@@ -120,28 +160,20 @@ class Decoder:
                 if view is not None:
                     for j, tok in enumerate([view.next_token, *s.draft]):
                         entries.append(Entry(tok, view.fed + j, view.seq, Want(i, name, j)))
-        budget = self.cfg.step_tokens - len(entries)
-        cached = [(s.b.prompt, s.b.fed, s.b.seq) for s in slots if s is not None and s.b.fed > 0]
-        for s in slots:
-            if budget <= 0:
-                break
-            if s is not None and not s.decoding:
-                if self.cfg.share_prefix and s.b.fed == 0:
-                    self._share_opening(s, cached)
-                budget -= self._prefill_entries(s, budget, entries)
         return entries
 
     def _share_opening(self, slot: Slot, cached: list) -> None:
         """Start a new problem's B view from the longest prefix that another problem's B
         view has in the cache (from earlier calls): every prompt opens with the same chat
-        template text (system prompt, role markers), so that part is never prefilled twice."""
+        template text (system prompt, role markers), so that part is never prefilled twice.
+        Whole chunks only: the donor computed them with the cuts this view would make."""
         limit = len(slot.b.prompt) - 1
         best, donor = 0, None
         for prompt, fed, seq in cached:
-            n = min(shared_prefix(prompt, slot.b.prompt), fed, limit)
+            n = min(shared_prefix(prompt, slot.b.prompt), fed, limit) // PREFILL_CHUNK * PREFILL_CHUNK
             if n > best:
                 best, donor = n, seq
-        if best >= MIN_SHARED:
+        if best > 0:
             self.engine.copy(donor, slot.b.seq, 0, best)
             slot.b.fed = slot.b.borrowed = best
 
@@ -277,6 +309,7 @@ class Decoder:
 
     def run(self, problems: Iterable[Problem], on_step: Callable[[Stats], None] | None = None) -> Iterator[dict | Failed]:
         loop = Loop(todo=iter(problems), slots=[None] * self.n_slots)
+        self._prefilled_last = False
         while True:
             yield from self._fill(loop)
             if all(s is None for s in loop.slots):

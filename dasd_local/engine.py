@@ -32,9 +32,9 @@ class EngineConfig:
     n_ctx: int = 4096  # KV cells shared by all sequences (unified cache)
     n_seq_max: int = 2
     n_batch: int = 512  # most tokens one decode call may carry
-    # llama.cpp's CPU kernels change with the micro-batch shape; at <= 32 tokens the logits
-    # are bit-identical to single-token decoding, so batching never changes a decision.
-    n_ubatch: int = 32
+    # one micro-batch per decode call: llama.cpp cuts a call into micro-batches by the
+    # sequences in it, and a sequence's numbers change with how its tokens are cut (decode.py)
+    n_ubatch: int = 512
     n_gpu_layers: int = 0
     n_threads: int | None = None
     flash_attn: bool = True  # lets the CPU kernel skip other sequences' masked cells
@@ -46,7 +46,6 @@ class EngineConfig:
     # How the weights sit on the CPU (cpu_placement): auto | plain | repack. A resolved
     # engine's config holds what was used (plain or repack), never auto.
     cpu_weights: str = "auto"
-    rows_per_call: int = 1  # rows the caller expects per decode call: what auto's choice depends on
 
     def __post_init__(self):
         for name in ("n_ctx", "n_seq_max", "n_batch", "n_ubatch"):
@@ -97,30 +96,28 @@ def has_amx(info: str) -> bool:
     return re.search(r"\bAMX_INT8\s*=\s*1\b", info) is not None
 
 
-def cpu_placement(choice: str, path: str | Path, rows_per_call: int, info: str | None = None) -> str:
-    """The one rule for where the weights go: `plain` or `repack` for `choice` = auto.
+def cpu_placement(choice: str) -> str:
+    """The one rule for where the weights go: `auto` is `plain`.
 
     plain: the mapped file, llama.cpp's ordinary kernels. repack: llama.cpp's "extra buffer
     types" (use_extra_bufts): a second, private copy of the weights repacked for its CPU
     kernels (the file is then read, not mapped), and on a CPU with AMX the AMX buffer type.
 
-    On a CPU where llama.cpp runs AMX kernels, never the extra buffer types: its AMX matmul
-    segfaults on the first decode (ggml-org/llama.cpp#20824, unfixed in 0.3.36's llama.cpp), and with
-    use_extra_bufts off the same runs go through (measured on a Sapphire Rapids Xeon).
-    Elsewhere the measured choice (scripts/bench_generate.py, AVX-512): repacking wins at
-    1-4 rows per call, but for K-quant files (Q4_K_M, the usual laptop download) it is
-    25-35% slower at 64+ rows, so a batched K-quant session maps the file instead. An
-    explicit `plain` or `repack` is taken as it is."""
+    auto never repacks. The repacked kernels take a call's rows in groups of four (gemm)
+    and the rest one by one (gemv), so a row's numbers depend on how many rows share its
+    call: a problem's record would depend on the other problems in its run, which plain's
+    kernels never let happen (decode.py). What that costs is small: repacking won about 5%
+    at 1-4 rows per call (README, "Repacking") and lost 25-35% at 64+ rows for K-quants.
+    On a CPU where llama.cpp runs AMX kernels (has_amx), repacking also crashes: its AMX
+    matmul segfaults on the first decode (ggml-org/llama.cpp#20824, unfixed in 0.3.36's
+    llama.cpp; measured on a Sapphire Rapids Xeon). An explicit `plain` or `repack` is
+    taken as it is."""
     if choice not in CPU_WEIGHTS:
         raise ModelError(f"--cpu-weights must be one of {', '.join(CPU_WEIGHTS)}, got {choice!r}")
-    if choice != "auto":
-        return choice
-    if has_amx(system_info() if info is None else info):
-        return "plain"
-    return "repack" if rows_per_call < 16 or gguf_file_type(path) not in K_QUANT_FTYPES else "plain"
+    return "plain" if choice == "auto" else choice
 
 
-def open_llama(path: str | Path, cpu_weights: str = "auto", rows_per_call: int = 1, **kwargs):
+def open_llama(path: str | Path, cpu_weights: str = "auto", **kwargs):
     """llama-cpp-python's high-level `Llama` under the same placement rule, for baselines and
     cross-checks; returns (llm, placement). `Llama` takes no use_extra_bufts argument, so the
     default model params its constructor starts from are patched for the load (it reads them
@@ -128,7 +125,7 @@ def open_llama(path: str | Path, cpu_weights: str = "auto", rows_per_call: int =
     import llama_cpp.llama_cpp as raw
     from llama_cpp import Llama
 
-    placement = cpu_placement(cpu_weights, path, rows_per_call)
+    placement = cpu_placement(cpu_weights)
     default = raw.llama_model_default_params
 
     def params():
@@ -180,7 +177,7 @@ class Engine:
         _quiet_llama()
         mp = llama_cpp.llama_model_default_params()
         mp.n_gpu_layers = config.n_gpu_layers
-        placement = cpu_placement(config.cpu_weights, self.path, config.rows_per_call)
+        placement = cpu_placement(config.cpu_weights)
         self.config = config = replace(config, cpu_weights=placement)  # what was used, for manifests
         mp.use_extra_bufts = placement == "repack"
         if placement == "repack":  # the repacked copy is what runs: mapping the file too would hold it twice

@@ -37,16 +37,16 @@ def kv_budget() -> int:
     return min(KV_BUDGET, ram // 4)
 
 
-def auto_split(engine, split_cells: int, unified_cells: int) -> bool:
-    """`--kv auto`: the split cache where attention over one shared pool would cost more than
-    the weights, else the unified pool (memory follows the real lengths). In the unified pool
-    every row scans every problem's cells, which is the dominant cost when the pool's KV
-    outweighs the weights (SmolLM2-135M: split is 1.3x faster); beside a 1B model's weights
-    the scan is a few percent, while the split cache holds every sequence at the longest view's
-    length (3x the memory on MATH). Split also has to fit the machine's budget."""
-    cell = engine.kv_bytes_per_cell
-    weights = engine.path.stat().st_size
-    return unified_cells * cell > 2 * weights and split_cells * cell <= kv_budget()
+def auto_split(engine, split_cells: int) -> bool:
+    """`--kv auto`: the split cache (a stream per sequence) wherever it fits the machine's
+    budget. Only there is a problem's record independent of the other problems in its run:
+    in the unified pool a sequence's attention runs over one pool with every other
+    sequence's cells masked, and its numbers change with them (measured: Qwen2.5-Coder-0.5B,
+    logits up to 0.35 apart with one other sequence decoding; decode.py). The split cache
+    holds every sequence at the longest view's length (3x the memory on MATH); where that
+    exceeds the budget the unified pool, sized by the real lengths, runs instead and the
+    manifest's `kv_unified` says so."""
+    return split_cells * engine.kv_bytes_per_cell <= kv_budget()
 
 
 def auto_ctx(needs: list[int], batch: int) -> int:
@@ -85,11 +85,10 @@ class DecodeSession:
         path, _ = resolve(self.opts.model)
         o = self.opts
         # start small: the context is sized once the prompts are tokenized
-        rows = self.cfg.batch * (1 if self.cfg.base_only else 2) if self.cfg else 1
-        small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=self.cfg.step_tokens if self.cfg else 512,
-                             n_ubatch=o.ubatch, n_gpu_layers=o.n_gpu_layers, n_threads=o.threads,
-                             kv_unified=o.kv != "split", kv_type=o.kv_type, cpu_weights=o.cpu_weights,
-                             rows_per_call=rows)
+        step = self.cfg.step_tokens if self.cfg else 512
+        small = EngineConfig(n_ctx=512, n_seq_max=1, n_batch=step, n_ubatch=o.ubatch or step,
+                             n_gpu_layers=o.n_gpu_layers, n_threads=o.threads,
+                             kv_unified=o.kv != "split", kv_type=o.kv_type, cpu_weights=o.cpu_weights)
         self.engine = Engine(path, small, adapter=o.adapter)
         self.builder = ViewBuilder(self.engine, self.task, o.system, self.cfg.published if self.cfg else None)
 
@@ -160,7 +159,7 @@ class DecodeSession:
         n_ctx = o.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch,
                              # admission bounded by memory: fewer problems in flight, never a pool over budget
                              max(max(needs, default=0), kv_budget() // int(engine.kv_bytes_per_cell)))
-        if o.kv == "split" or (o.kv == "auto" and auto_split(engine, split_cells, n_ctx)):
+        if o.kv == "split" or (o.kv == "auto" and auto_split(engine, split_cells)):
             self._resize(split_cells, n_seq, False)
             return
         self._resize(n_ctx, n_seq, True)

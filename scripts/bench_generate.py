@@ -126,7 +126,7 @@ def child_ceiling(args) -> dict:
 
     n, path = 512, model_path(args)
     with Engine(path, EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n, n_threads=args.threads or None,
-                                   cpu_weights=args.cpu_weights, rows_per_call=n)) as e:
+                                   cpu_weights=args.cpu_weights)) as e:
         toks = [100 + i % 1000 for i in range(n)]
         e.decode(toks, list(range(n)), [0] * n, [False] * (n - 1) + [True])  # warm-up
         start, reps = time.perf_counter(), 3

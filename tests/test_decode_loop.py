@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dasd_local import rules
-from dasd_local.decode import DecodeConfig, Decoder, Failed
+from dasd_local.decode import PREFILL_CHUNK, DecodeConfig, Decoder, Failed
 from dasd_local.tasks import Problem
 from dasd_local.tasks.math import MathTask
 
@@ -72,7 +72,39 @@ def test_a_new_problem_takes_the_template_opening_from_a_running_one():
                                     system).run(probs)))
     assert [r["steps"] for r in records[0]] == [r["steps"] for r in records[1]]
     across = [(s, d, n) for s, d, n in engines[0].copies if s // 2 != d // 2]  # B of one slot -> B of another
-    assert across and all(d % 2 == 0 and n >= len(f"[system]{system}[user]question ") for _, d, n in across)
+    opening = len(f"[system]{system}[user]question ") // PREFILL_CHUNK * PREFILL_CHUNK  # whole chunks only
+    assert across and all(d % 2 == 0 and n >= opening and n % PREFILL_CHUNK == 0 for _, d, n in across)
+
+
+def test_prefill_and_decode_never_share_a_call_and_chunks_end_on_the_grid():
+    """What keeps a problem's numbers independent of its run (decode.py): a call is all
+    decode rows (one token per view) or all prompt chunks of one length, each ending at a
+    multiple of PREFILL_CHUNK or at the prompt's last-but-one token."""
+    probs = problems(6)
+    eng = FakeEngine()
+    seen = []
+    real = eng.decode
+
+    def decode(tokens, positions, seqs, want):
+        seen.append((list(positions), list(seqs), list(want)))
+        return real(tokens, positions, seqs, want)
+
+    eng.decode = decode
+    list(Decoder(eng, MathTask(), DecodeConfig(batch=3, max_new_tokens=25)).run(probs))
+    kinds = set()
+    for positions, seqs, want in seen:
+        if any(want):
+            assert all(want) and len(set(seqs)) == len(seqs), "a decode call: one wanted row per view"
+            kinds.add("decode")
+            continue
+        kinds.add("prefill")
+        chunks = {}
+        for p, s in zip(positions, seqs):
+            chunks.setdefault(s, []).append(p)
+        assert len({len(c) for c in chunks.values()}) == 1, "a prefill call carries chunks of one length"
+        for c in chunks.values():
+            assert c == list(range(c[0], c[-1] + 1)) and c[-1] // PREFILL_CHUNK == c[0] // PREFILL_CHUNK
+    assert kinds == {"decode", "prefill"}
 
 
 def test_kv_budget_holds_problems_back_instead_of_overflowing():
