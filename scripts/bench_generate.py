@@ -73,7 +73,7 @@ def child_greedy(args) -> dict:
         stops = set() if args.fixed_length else {t for t in range(tok_engine.n_vocab) if tok_engine.is_eog(t)}
         cell = tok_engine.kv_bytes_per_cell
     threads = args.threads or os.cpu_count()  # Llama's own default is half the cores: give it all, as the engine
-    llm, placement = open_llama(path, args.cpu_weights, 1, n_ctx=args.greedy_ctx, verbose=False, flash_attn=True,
+    llm, placement = open_llama(path, args.cpu_weights, n_ctx=args.greedy_ctx, verbose=False, flash_attn=True,
                                 n_threads=threads, n_threads_batch=threads)
     n_vocab = llm.n_vocab()
     emitted, live, start = 0, 0, time.perf_counter()
@@ -101,7 +101,7 @@ def child_dasd(args) -> dict:
     task, probs = problems(args.problems)
     cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
                        step_tokens=args.step_tokens, speculate=args.speculate, base_only=args.strategy == "base")
-    opts = EngineOptions(model=args.model, ubatch=args.ubatch, threads=args.threads or None, kv=args.kv,
+    opts = EngineOptions(model=args.model, ubatch=args.ubatch or None, threads=args.threads or None, kv=args.kv,
                          kv_type=args.kv_type, cpu_weights=args.cpu_weights)
     with DecodeSession(opts, task, cfg) as session:
         if args.fixed_length:  # a random-weight model's text is noise: decode max_new_tokens regardless
@@ -280,7 +280,7 @@ def main() -> None:
     ap.add_argument("--base-batches", default="", help="batches for the single-view base strategy (e.g. 16,32)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--strategy", default="dasd")
-    ap.add_argument("--ubatch", type=int, default=32)
+    ap.add_argument("--ubatch", type=int, default=0, help="llama.cpp micro-batch (0: the CLI's default, --step-tokens)")
     ap.add_argument("--step-tokens", type=int, default=512)
     ap.add_argument("--greedy-ctx", type=int, default=2048)
     ap.add_argument("--speculate", default="auto")
