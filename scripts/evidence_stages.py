@@ -210,25 +210,17 @@ def forget_markdown(a, rp, names: list[str]) -> str:
         for task in a.forget:
             run, origin = (a.out / "forget" / task / n for n in (name, rp.ORIGIN))
             ev = _read(run / "summary.json")
-            delta = "" if name == rp.ORIGIN else _forget_delta(origin / "predictions.jsonl", run / "predictions.jsonl", a.seed)
+            delta = "" if name == rp.ORIGIN else _forget_delta(rp, origin / "predictions.jsonl", run / "predictions.jsonl", a.seed)
             cells.append(rp.pct(ev and ev.get("score")) + delta)
         rows.append([name, *cells])
     return ("## Forgetting: other tasks after training (paired change against the untuned model, 95% CI)\n\n"
             + rp.md_table(["adapter", *a.forget], rows))
 
 
-def _forget_delta(origin: Path, adapted: Path, seed: int) -> str:
+def _forget_delta(rp, origin: Path, adapted: Path, seed: int) -> str:
     """' (+x.xx pts [lo, hi])': the adapter's accuracy minus the untuned model's over the
     problems both answered, with a bootstrap interval that resamples problems jointly."""
-    from dasd_local.records import read_jsonl
-    from dasd_local.uncertainty import paired_diff
-
-    if not (origin.exists() and adapted.exists()):
+    d = rp.paired(rp.passed_at(origin), rp.passed_at(adapted), seed)
+    if d is None:
         return ""
-    right = [{str(r["id"]): float(bool(r.get("correct"))) for r in read_jsonl(p)[0]} for p in (origin, adapted)]
-    ids = [i for i in right[0] if i in right[1]]
-    if not ids:
-        return ""
-    ones = [1.0] * len(ids)
-    d = paired_diff([right[0][i] for i in ids], ones, [right[1][i] for i in ids], ones, seed=seed)
-    return f" ({100 * d['diff']:+.2f} pts [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}], n={len(ids)})"
+    return f" ({100 * d['diff']:+.2f} pts [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}], n={d['n']})"

@@ -230,8 +230,7 @@ def count_replacements(path: Path) -> int | None:
     """Verified records whose failed rewrite was replaced by the gold solution (--on-fail keep-reference)."""
     if not path.exists():
         return None
-    rows = (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
-    return sum(1 for r in rows if r.get("response_source") == "reference")
+    return sum(1 for r in records(path) if r.get("response_source") == "reference")
 
 
 def has_data(path: Path) -> bool:
@@ -262,13 +261,21 @@ def _levels(summaries: list[dict | None], key: str) -> list[str]:
     return sorted(found, key=lambda lv: (not lv.isdigit(), int(lv) if lv.isdigit() else 0, lv))
 
 
-def verdicts(a, name: str) -> dict[str, bool]:
-    """Problem id -> passed, from a row's evaluation predictions (empty before it ran)."""
-    path = a.out / "eval" / name / "predictions.jsonl"
-    if not path.exists():
-        return {}
-    rows = (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
-    return {str(r["id"]): bool(r.get("correct")) for r in rows}
+def records(path: Path) -> list[dict]:
+    """The records of a JSONL file (none when it does not exist yet)."""
+    from dasd_local.records import read_jsonl
+
+    return read_jsonl(path)[0] if path.exists() else []
+
+
+def passed_at(predictions: Path) -> dict[str, bool]:
+    """Problem id -> passed, from an evaluation's predictions.jsonl (empty before it ran)."""
+    return {str(r["id"]): bool(r.get("correct")) for r in records(predictions)}
+
+
+def verdicts(a, names: list[str]) -> dict[str, dict[str, bool]]:
+    """Each row's passed-by-id, read once for every table that needs it."""
+    return {name: passed_at(a.out / "eval" / name / "predictions.jsonl") for name in names}
 
 
 def interval(passed: dict[str, bool], seed: int) -> dict | None:
@@ -295,31 +302,30 @@ def paired(a_passed: dict[str, bool], b_passed: dict[str, bool], seed: int) -> d
             "only_b": sum(1 for u, v in zip(x, y) if v and not u), "only_a": sum(1 for u, v in zip(x, y) if u and not v)}
 
 
-def table1(a) -> dict:
+def table1(a, passed: dict[str, dict[str, bool]]) -> dict:
     """Accuracy of the untuned model and of every strategy's adapter, overall and by level,
     with intervals: each row's own, and its paired difference to the untuned model."""
-    names = ([] if a.skip_origin else [ORIGIN]) + list(a.strategies)
-    origin = verdicts(a, ORIGIN)
+    origin = passed.get(ORIGIN, {})
     rows = {}
-    for name in names:
+    for name in passed:
         summary = read_json(a.out / "eval" / name / "summary.json")
         p = paths(a.out, name)
         data = None if name == ORIGIN else count_lines(p["train_data"])
         made = count_lines(p["generated"]) if name in GENERATED else None
         gold = count_replacements(p["train_data"]) if made is not None else None
-        passed = verdicts(a, name) if summary else {}
+        row = passed[name] if summary else {}
         rows[name] = {"train_records": data, "generated": made, "gold_replacements": gold,
                       "accuracy": summary and summary.get("score"), "n": summary and summary.get("n"),
                       "by_level": {lv: c["score"] for lv, c in (summary or {}).get("by_level", {}).items()},
-                      "ci": interval(passed, a.seed),
-                      "vs_origin": paired(origin, passed, a.seed) if name != ORIGIN and passed else None}
+                      "ci": interval(row, a.seed),
+                      "vs_origin": paired(origin, row, a.seed) if name != ORIGIN and row else None}
     return rows
 
 
-def comparisons(a) -> dict:
+def comparisons(a, passed: dict[str, dict[str, bool]]) -> dict:
     """DASD against self-distillation, paired over the evaluation problems (Table 1's question)."""
-    pairs = [("self-distill", "dasd")] if {"self-distill", "dasd"} <= set(a.strategies) else []
-    found = {f"{y} - {x}": paired(verdicts(a, x), verdicts(a, y), a.seed) for x, y in pairs}
+    pairs = [("self-distill", "dasd")] if {"self-distill", "dasd"} <= set(passed) else []
+    found = {f"{y} - {x}": paired(passed[x], passed[y], a.seed) for x, y in pairs}
     return {k: v for k, v in found.items() if v}
 
 
@@ -428,7 +434,8 @@ def write_results(a) -> dict:
                                         f"{a.train_data} ({selected(a)})\n\n" + ev.sweep_markdown(a, sys.modules[__name__], rows),
                                         encoding="utf-8")
         return results
-    results = {"config": config, "table1": table1(a), "comparisons": comparisons(a), "table3": {w: table3(a, w) for w in ("training", "generated")},
+    passed = verdicts(a, ([] if a.skip_origin else [ORIGIN]) + list(a.strategies))
+    results = {"config": config, "table1": table1(a, passed), "comparisons": comparisons(a, passed), "table3": {w: table3(a, w) for w in ("training", "generated")},
                "preflight": read_json(a.out / "preflight.json"), "stages": stage_seconds(a.out)}
     (a.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (a.out / "results.md").write_text(markdown(a, results), encoding="utf-8")
@@ -440,21 +447,14 @@ def write_results(a) -> dict:
 PUBLISHED_VERSIONS = ("llama-cpp-python", "torch", "transformers", "peft", "trl", "accelerate", "numpy")
 
 
-def _gz_jsonl(path: Path, rows) -> int:
+def _gz_jsonl(path: Path, rows) -> None:
     """Write rows as gzipped JSONL with a fixed mtime (the same rows give the same bytes)."""
     import gzip
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
         for row in rows:
             f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
-            n += 1
-    return n
-
-
-def _jsonl(path: Path):
-    return (json.loads(line) for line in path.open(encoding="utf-8") if line.strip()) if path.exists() else iter(())
 
 
 def versions() -> dict:
@@ -491,7 +491,7 @@ def publish(a, dest: Path) -> None:
         evald = a.out / "eval" / name
         if (evald / "summary.json").exists():
             _gz_jsonl(dest / "eval" / f"{name}.predictions.jsonl.gz",
-                      ({k: r.get(k) for k in keep} for r in _jsonl(evald / "predictions.jsonl")))
+                      ({k: r.get(k) for k in keep} for r in records(evald / "predictions.jsonl")))
             shutil.copyfile(evald / "summary.json", dest / "eval" / f"{name}.summary.json")
         if name == ORIGIN:
             continue
@@ -499,7 +499,7 @@ def publish(a, dest: Path) -> None:
         if train_data.exists():
             _gz_jsonl(dest / "data" / f"{name}.kept.jsonl.gz",
                       ({"id": r["id"], "prompt": r.get("base_prompt") or r.get("question"), "response": r.get("response")}
-                       for r in _jsonl(train_data)))
+                       for r in records(train_data)))
     print(f"published {dest}")
 
 
