@@ -81,7 +81,7 @@ def generate(
     limit: Optional[int] = opt(C.RunConfig, "limit"),
     sample: Optional[int] = opt(C.RunConfig, "sample"),
     seed: int = opt(C.RunConfig, "seed"),  # one --seed: RunConfig (--sample) and DecodeConfig (sampling) take it
-    batch: int = opt(C.DecodeConfig, "batch"),
+    batch: str = opt(C.DecodeConfig, "batch", metavar="N|auto"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     top_k: int = opt(C.DecodeConfig, "top_k"),
     tau: float = opt(C.DecodeConfig, "tau"),
@@ -121,7 +121,7 @@ def generate(
     (reference solution), test_list; mcq: id (id), question, answerKey (reference), choices."""
     from .generate import generate as run_generate
 
-    args = dict(locals())
+    args = dict(locals(), batch=C.parse_batch(batch))
     _echo_generated(run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), warn=_warn,
                                  ray=_pick(RayConfig, args)))
 
@@ -231,7 +231,7 @@ def eval_(
     limit: Optional[int] = opt(C.EvalConfig, "limit"),
     sample: Optional[int] = opt(C.EvalConfig, "sample"),
     seed: int = opt(C.EvalConfig, "seed"),
-    batch: int = opt(C.DecodeConfig, "batch"),
+    batch: str = opt(C.DecodeConfig, "batch", metavar="N|auto"),
     max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
     id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
     question_field: Optional[str] = opt(C.EvalConfig, "question_field"),
@@ -259,7 +259,7 @@ def eval_(
     if workers is None:
         del args["workers"]  # unset: the config's default (CPU cores)
     cfg = _pick(C.EvalConfig, args, out_dir=out, timeout_s=timeout,
-                decode=C.eval_decode(batch=batch, max_new_tokens=max_new_tokens))
+                decode=C.eval_decode(batch=C.parse_batch(batch), max_new_tokens=max_new_tokens))
     console = Console()
     summary = evaluate(cfg, console, ray=RayConfig(ray=ray, workers=ray_workers, threads_per_worker=threads_per_worker,
                                                      gpus_per_worker=gpus_per_worker))

@@ -81,6 +81,14 @@ def one_of(*names):
     return lambda v: v in names, " or ".join(names) if len(names) < 3 else "one of " + ", ".join(names)
 
 
+AUTO = "auto"
+MOST_BATCH = 128
+# `--batch auto`'s ceiling (session.auto_batch lowers it to what the KV budget holds). On a
+# CPU a decode call's matmuls stop gaining from more rows at about 32 (16 problems x 2
+# views); scripts/bench_generate.py measures auto against the fixed batches (README,
+# "Speed"). With GPU offload rows are cheaper; 32 problems there is not measured here.
+AUTO_BATCH = {"cpu": 16, "gpu": 32}
+
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
 
@@ -147,8 +155,10 @@ class DecodeConfig:
                                                "the shadow prompt (default: --max-new-tokens; 0 skips it, which is "
                                                "not the published form).", *AT_LEAST_0, flag="--hint-analysis-tokens")
     max_new_tokens: int = setting(512, "Response length limit.", *AT_LEAST_1, flag="--max-new-tokens")
-    batch: int = setting(16, "Problems decoded together (2 sequences each).", lambda v: 1 <= v <= 128, "in [1, 128]",
-                         flag="--batch")
+    batch: int | str = setting(AUTO, "Problems decoded together (2 sequences each): N, or auto (16 on a CPU, 32 with "
+                               "GPU offload, fewer where their split KV cache would pass min(4 GiB, RAM/4)).",
+                               lambda v: v == AUTO or (type(v) is int and 1 <= v <= MOST_BATCH),
+                               f"auto or in [1, {MOST_BATCH}]", flag="--batch")
     step_tokens: int = setting(512, "Most tokens one decode call carries.", flag="--step-tokens")
     record_candidates: bool = setting(False, "Store each step's K candidates [token, p_ref, p_base].",
                                       flag="--record-candidates")
@@ -167,14 +177,19 @@ class DecodeConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if self.step_tokens < 2 * self.batch:
-            reject(self, "step_tokens", f">= 2 x batch = {2 * self.batch}")
+        if self.step_tokens < 2 * self.most_batch:
+            reject(self, "step_tokens", f">= 2 x batch = {2 * self.most_batch}")
         if self.base_only and self.strategy != "base":
             reject(self, "base_only", "only with strategy base")
         if self.baseline_form == "published" and self.strategy not in PUBLISHED_SAMPLING:
             reject(self, "baseline_form", f"controlled for strategy {self.strategy} (published: self-distill, hint)")
         if self.sampling.temperature > 0 and self.speculate == "on":
             reject(self, "speculate", "off or auto with a sampled (published) form: drafts are checked greedily")
+
+    @property
+    def most_batch(self) -> int:
+        """The batch this config may run at: the number, or the most that auto chooses."""
+        return max(AUTO_BATCH.values()) if self.batch == AUTO else self.batch
 
     @property
     def published(self) -> str | None:
@@ -210,10 +225,21 @@ class DecodeConfig:
         return self.max_new_tokens if self.hint_analysis_tokens is None else self.hint_analysis_tokens
 
 
+def parse_batch(text: str | int) -> int | str:
+    """`--batch` as typed: a number or `auto` (anything else is the usual range error)."""
+    if text == AUTO or type(text) is int:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--batch = {text!r} is not allowed: expected auto or in [1, {MOST_BATCH}]") from None
+
+
 def eval_decode(**kw) -> DecodeConfig:
     """Greedy answers from the base view alone (one sequence per problem)."""
     batch = kw.get("batch", field_of(DecodeConfig, "batch").default)
-    return DecodeConfig(**{"strategy": "base", "base_only": True, "step_tokens": max(512, 2 * batch), **kw})
+    most = max(AUTO_BATCH.values()) if batch == AUTO else batch
+    return DecodeConfig(**{"strategy": "base", "base_only": True, "step_tokens": max(512, 2 * most), **kw})
 
 
 # ---- the model, the engine and the problems ------------------------------------------
@@ -239,8 +265,8 @@ class EngineOptions:
     kv_type: str = setting("f16", "KV cache element type: f16 | q8_0 (half the KV memory; probabilities move by up to "
                            "~0.05).", *one_of(*KV_TYPES), flag="--kv-type")
     cpu_weights: str = setting("auto", "Weights on the CPU: plain (the mapped file) | repack (llama.cpp's repacked "
-                               "copy: faster at small batches, and its AMX kernels, which crash) | auto (never repack "
-                               "where llama.cpp reports AMX; else repack below 16 rows per call or for non-K-quants).",
+                               "copy: ~5% faster at 1-4 rows per call, but a row's numbers then depend on its call's "
+                               "other rows, and its AMX kernels crash) | auto (plain).",
                                *one_of(*CPU_WEIGHTS), flag="--cpu-weights")
     system: str | None = setting(None, "System prompt for both views.", flag="--system")
 

@@ -62,7 +62,7 @@ class Decoder:
             raise ConfigError(f"one problem needs n_seq_max >= {n_views}, engine has {engine.config.n_seq_max}")
         # problems in flight: the configured batch, or fewer when the engine was sized for
         # fewer (a run with fewer problems than --batch)
-        self.n_slots = min(config.batch, engine.config.n_seq_max // n_views)
+        self.n_slots = min(config.most_batch, engine.config.n_seq_max // n_views)
         if engine.config.n_batch < config.step_tokens:
             raise ConfigError(f"step_tokens {config.step_tokens} exceeds the engine's n_batch {engine.config.n_batch}")
 

@@ -119,7 +119,7 @@ def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path
         try:
             info = run_blocks(DecodeJob(for_worker(cfg, ray), cfg.task, cfg.decode),
                               [(p.id, problem_payload(p)) for p in todo], ray, on_result,
-                              batch=cfg.decode.batch, label="eval (ray)", console=console)
+                              batch=cfg.decode.most_batch, label="eval (ray)", console=console)
         finally:
             judge.close()
     stats, facts = info.pop("stats"), info.pop("info")

@@ -98,7 +98,7 @@ def _run_on_ray(run: RunConfig, cfg: DecodeConfig, ray: RayConfig, todo, writer,
 
     job = DecodeJob(for_worker(run, ray), run.task, cfg)
     ray_info = run_blocks(job, [(p.id, problem_payload(p)) for p in todo], ray, on_result,
-                          skip=writer.done | writer.failed, batch=cfg.batch, label=f"{cfg.strategy} (ray)",
+                          skip=writer.done | writer.failed, batch=cfg.most_batch, label=f"{cfg.strategy} (ray)",
                           console=console) if todo else {}
     info, totals = ray_info.pop("info", {}), ray_info.pop("stats", {})
     stats = Stats(**{k: v for k, v in totals.items() if k in Stats.__dataclass_fields__})

@@ -19,7 +19,7 @@ import os
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
-from .config import DecodeConfig, EngineOptions
+from .config import AUTO, AUTO_BATCH, DecodeConfig, EngineOptions
 from .decode import Decoder
 from .decode_state import Failed, Stats
 from .tasks import Problem, Task
@@ -49,6 +49,16 @@ def auto_split(engine, split_cells: int) -> bool:
     return split_cells * engine.kv_bytes_per_cell <= kv_budget()
 
 
+def auto_batch(engine, cells_per_seq: int, n_views: int, n_problems: int, n_gpu_layers: int) -> int:
+    """`--batch auto`: the most problems a decode call gains from (AUTO_BATCH: on a CPU or
+    with offload), no more than the run has, and no more than the split KV cache holds
+    within the budget at `cells_per_seq` cells per sequence (then `--kv auto` stays split
+    and a record independent of its neighbours; auto_split)."""
+    most = AUTO_BATCH["gpu" if n_gpu_layers else "cpu"]
+    fits = kv_budget() // max(1, int(cells_per_seq * n_views * engine.kv_bytes_per_cell))
+    return max(1, min(most, fits, max(1, n_problems)))
+
+
 def auto_ctx(needs: list[int], batch: int) -> int:
     """KV cells for `batch` problems in flight: the largest `batch` worst-case needs, so the
     admission check (Decoder._fill) never has to hold a problem back for want of cells."""
@@ -65,6 +75,7 @@ class DecodeSession:
     def __init__(self, opts: EngineOptions, task: Task, decode: DecodeConfig | None = None):
         self.opts, self.task = opts, task
         self.cfg = decode.for_device(opts.n_gpu_layers) if decode is not None else None
+        self.requested = self.cfg  # the batch as asked (auto is resolved per block: with_batch)
         self.engine = self.builder = None
         self.stats = Stats()  # summed over every run of this session
 
@@ -108,6 +119,7 @@ class DecodeSession:
             problems = [p for p in problems if id(p) in analyses]
         # tokenized once here; the Decoder reads them by object identity for this block only
         views = {id(p): self.builder.views(p, analyses.get(id(p), "")) for p in problems}
+        self.cfg = self.with_batch(problems, views)
         self.size_context(problems, views)
         decoder = Decoder(self.engine, self.task, self.cfg, views=lambda p: views[id(p)], stats=self.stats)
         yield from decoder.run(problems, on_step)
@@ -120,12 +132,13 @@ class DecodeSession:
         from .published import HINTED_COT_MARK, hinted_analysis
         from .prompts import Views
 
-        pre = replace(self.cfg, strategy="base", base_only=True, baseline_form="controlled",
+        pre = replace(self.requested, strategy="base", base_only=True, baseline_form="controlled",
                       max_new_tokens=self.cfg.analysis_tokens, record_candidates=False)
         shadow = {}
         for p in problems:
             text = self.builder.reference_text(p)
             shadow[id(p)] = Views(text, "", self.engine.tokenize(text), [])
+        pre = self.with_batch(problems, shadow, pre)
         self.size_context(problems, shadow, pre)
         by_id, analyses = {p.id: p for p in problems}, {}
         for rec in Decoder(self.engine, self.task, pre, views=lambda p: shadow[id(p)]).run(problems):
@@ -139,6 +152,18 @@ class DecodeSession:
             else:
                 analyses[id(by_id[rec["id"]])] = cut
         return analyses
+
+    def with_batch(self, problems: list[Problem], views: dict, cfg: DecodeConfig | None = None) -> DecodeConfig:
+        """The config with `--batch auto` resolved for this block (the manifest's `decode`
+        then records the number that ran); a number is kept as it is."""
+        cfg = cfg or self.requested
+        if cfg.batch != AUTO:
+            return cfg
+        n_views = 1 if cfg.base_only else 2
+        longest = max((max(len(views[id(p)].base_tokens), 0 if cfg.base_only else len(views[id(p)].ref_tokens))
+                       for p in problems), default=0) + cfg.max_new_tokens
+        per = min(-(-longest // 256) * 256, self.engine.n_ctx_train)
+        return replace(cfg, batch=auto_batch(self.engine, per, n_views, len(problems), self.opts.n_gpu_layers))
 
     def size_context(self, problems: list[Problem], views: dict, cfg: DecodeConfig | None = None) -> None:
         """Context for the real prompt lengths (or --ctx: all cells).

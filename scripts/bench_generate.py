@@ -37,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "math" / "train.jsonl"
+MBPP = REPO.parent / "shared" / "data" / "mbpp" / "train.jsonl"
 
 
 def model_path(args) -> Path:
@@ -45,12 +46,14 @@ def model_path(args) -> Path:
     return resolve(args.model)[0]
 
 
-def problems(n: int):
+def problems(args):
+    """The first --problems of --data (MATH train, or MBPP train with --task code)."""
     from dasd_local.data import load_problems
     from dasd_local.tasks import get_task
 
-    task = get_task("math")
-    return task, load_problems(DATA, task, limit=n)[0]
+    task = get_task(args.task)
+    data = Path(args.data) if args.data else (MBPP if args.task == "code" else DATA)
+    return task, load_problems(data, task, limit=args.problems)[0]
 
 
 def peak_rss_mb() -> float:
@@ -66,7 +69,7 @@ def child_greedy(args) -> dict:
     from dasd_local.prompts import ViewBuilder
 
     path = model_path(args)
-    task, probs = problems(args.problems)
+    task, probs = problems(args)
     with Engine(path, EngineConfig(n_ctx=64, n_seq_max=1)) as tok_engine:  # prompts only
         builder = ViewBuilder(tok_engine, task)
         prompts = [builder.views(p).base_tokens for p in probs]
@@ -95,11 +98,11 @@ def child_greedy(args) -> dict:
 
 
 def child_dasd(args) -> dict:
-    from dasd_local.config import DecodeConfig, EngineOptions
+    from dasd_local.config import DecodeConfig, EngineOptions, parse_batch
     from dasd_local.session import DecodeSession
 
-    task, probs = problems(args.problems)
-    cfg = DecodeConfig(strategy=args.strategy, batch=args.batch, max_new_tokens=args.max_new_tokens,
+    task, probs = problems(args)
+    cfg = DecodeConfig(strategy=args.strategy, batch=parse_batch(args.batch), max_new_tokens=args.max_new_tokens,
                        step_tokens=args.step_tokens, speculate=args.speculate, base_only=args.strategy == "base")
     opts = EngineOptions(model=args.model, ubatch=args.ubatch or None, threads=args.threads or None, kv=args.kv,
                          kv_type=args.kv_type, cpu_weights=args.cpu_weights)
@@ -111,9 +114,9 @@ def child_dasd(args) -> dict:
         secs = time.perf_counter() - start
         e = session.engine
         layout, n_ctx, cell = ("unified" if e.config.kv_unified else "split"), e.config.n_ctx, e.kv_bytes_per_cell
-        placement = e.config.cpu_weights
+        placement, batch = e.config.cpu_weights, session.cfg.batch
     s = session.stats
-    return {"emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n, "rows": s.rows,
+    return {"batch": batch, "emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n, "rows": s.rows,
             "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": n_ctx, "layout": layout,
             "kv_mb": n_ctx * cell / 2**20, "live_kv_mb": s.peak_cells * cell / 2**20,
             "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1),
@@ -150,7 +153,7 @@ def child_hf(args) -> dict:
     from dasd_local.prompts import ViewBuilder
 
     path = resolve(None)[0]
-    task, probs = problems(args.problems)
+    task, probs = problems(args)
     with Engine(path, EngineConfig(n_ctx=64, n_seq_max=1)) as tok_engine:
         builder = ViewBuilder(tok_engine, task)
         views = [builder.views(p) for p in probs]
@@ -182,7 +185,7 @@ def run_child(mode: str, args, **extra) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--problems", str(args.problems), "--threads", str(args.threads or 0),
            "--max-new-tokens", str(args.max_new_tokens), "--ubatch", str(args.ubatch),
            "--step-tokens", str(args.step_tokens), "--greedy-ctx", str(args.greedy_ctx),
-           "--cpu-weights", args.cpu_weights]
+           "--cpu-weights", args.cpu_weights, "--task", args.task] + (["--data", args.data] if args.data else [])
     cmd += (["--model", args.model] if args.model else []) + (["--fixed-length"] if args.fixed_length else [])
     for k, v in extra.items():
         if k in ("kv", "kv_type") and mode != "dasd":
@@ -224,8 +227,9 @@ def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:
     """DASD at every batch and KV layout, then base (single view) at --base-batches."""
     results = {}
     layouts = [x.split(":") for x in args.layouts.split(",")]  # kv layout:kv type
-    runs = [(args.strategy, b, kv, t) for b in map(int, args.batches.split(",")) for kv, t in (layouts if b > 1 else layouts[:1])]
-    runs += [("base", b, *layouts[0]) for b in map(int, filter(None, args.base_batches.split(",")))]
+    batch = lambda b: b if b == "auto" else int(b)
+    runs = [(args.strategy, b, kv, t) for b in map(batch, args.batches.split(",")) for kv, t in (layouts if b != 1 else layouts[:1])]
+    runs += [("base", b, *layouts[0]) for b in map(batch, filter(None, args.base_batches.split(",")))]
     single = argparse.Namespace(**{**vars(args), "problems": args.single_problems or args.problems})
     placements = args.placements.split(",") if args.placements else [args.cpu_weights]
     for strategy, b, kv, kv_type in runs:
@@ -235,7 +239,7 @@ def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:
                           cpu_weights=placement)
             r["strategy"] = strategy
             by_placement[placement] = r
-            label = f"{strategy} b{b} {r['layout']} {kv_type} {placement}:{r['cpu_weights']}"
+            label = f"{strategy} b{b}{'=' + str(r['batch']) if b == 'auto' else ''} {r['layout']} {kv_type} {placement}:{r['cpu_weights']}"
             report(label, r, base, ceil_tps, args)
             print(memory_line(label, r, file_mb), flush=True)
         first, r = placements[0], by_placement[placements[0]]
@@ -247,14 +251,25 @@ def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:
         results[(strategy, b, kv, kv_type)] = r
         if strategy == "base":
             for key, d in results.items():
-                if key[0] != "base" and key[1] == b:
+                if key[0] != "base" and key[1] == b and b != "auto":
                     print(f"ratio: {key[0]} batch {b} ({d['layout']} KV) / base batch {b} = {tps(d) / tps(r):.2f}x "
                           f"tokens/s (the second view's cost)", flush=True)
     return results
 
 
+def auto_line(results: dict) -> None:
+    """`--batch auto` against the fastest fixed batch of the same strategy and KV layout."""
+    for key, r in results.items():
+        fixed = [k for k in results if k[1] != "auto" and (k[0], k[2], k[3]) == (key[0], key[2], key[3])]
+        if key[1] != "auto" or not fixed:
+            continue
+        best = max(fixed, key=lambda k: tps(results[k]))
+        print(f"ratio: {key[0]} batch auto (= {r['batch']}) / best fixed batch {best[1]} ({key[2]} KV) = "
+              f"{tps(r) / tps(results[best]):.2f}x tokens/s ({tps(r):.1f} vs {tps(results[best]):.1f})", flush=True)
+
+
 def speculation(args, results: dict, layouts: list) -> None:
-    best = max((k for k in results if k[0] != "base"), key=lambda k: tps(results[k]))
+    best = max((k for k in results if k[0] != "base" and k[1] != "auto"), key=lambda k: tps(results[k]))
     # speculate=auto drafts nothing on a CPU (spec_rows 0), so an auto run is the "off" run
     same_off = args.speculate in ("off", "auto")
     for b in sorted({1, best[1]}):
@@ -276,9 +291,11 @@ def main() -> None:
     ap.add_argument("--single-problems", type=int, default=0, help="single-stream runs (greedy, batch 1) on the first N "
                     "problems only (0: all): one stream's tokens/s does not depend on how many problems follow")
     ap.add_argument("--max-new-tokens", type=int, default=512)
-    ap.add_argument("--batches", default="16")
+    ap.add_argument("--batches", default="16", help="DASD batches, auto among them (e.g. 1,8,16,32,auto)")
     ap.add_argument("--base-batches", default="", help="batches for the single-view base strategy (e.g. 16,32)")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", default="16")
+    ap.add_argument("--task", default="math", help="math (MATH train) | code (MBPP train)")
+    ap.add_argument("--data", default=None, help="problems file (default: MATH train, or MBPP train with --task code)")
     ap.add_argument("--strategy", default="dasd")
     ap.add_argument("--ubatch", type=int, default=0, help="llama.cpp micro-batch (0: the CLI's default, --step-tokens)")
     ap.add_argument("--step-tokens", type=int, default=512)
@@ -305,7 +322,7 @@ def main() -> None:
         return
     path = model_path(args)
     file_mb = path.stat().st_size / 2**20
-    print(f"bench_generate: {args.problems} MATH train problems, max_new_tokens {args.max_new_tokens}"
+    print(f"bench_generate: {args.problems} {'MBPP' if args.task == 'code' else 'MATH'} train problems, max_new_tokens {args.max_new_tokens}"
           f"{' (fixed length)' if args.fixed_length else ''}, {path.name} ({file_mb:.0f} MiB), llama.cpp CPU, "
           f"threads {args.threads or os.cpu_count()}")
     single = argparse.Namespace(**{**vars(args), "problems": args.single_problems or args.problems})
@@ -323,6 +340,7 @@ def main() -> None:
           f"needs 2 forward tokens per emitted token, so at most {ceil_tps / 2:.0f} emitted/s = "
           f"{ceil_tps / 2 / tps(base):.2f}x greedy", flush=True)
     results = sweep(args, base, ceil_tps, file_mb)
+    auto_line(results)
     if args.spec_problems:
         speculation(args, results, [x.split(":") for x in args.layouts.split(",")])
     if args.hf_problems and not args.model:

@@ -79,7 +79,9 @@ def test_one_error_style_names_the_flag_the_value_and_the_range():
     with pytest.raises(ConfigError, match=r"^--kv = 'both' is not allowed: expected one of auto, split, unified$"):
         C.RunConfig(kv="both")
     with pytest.raises(ConfigError, match=r"^step_tokens|--step-tokens / step_tokens = 8 .*>= 2 x batch = 32"):
-        C.DecodeConfig(step_tokens=8)
+        C.DecodeConfig(step_tokens=8, batch=16)
+    with pytest.raises(ConfigError, match=r"--step-tokens / step_tokens = 8 .*>= 2 x batch = 64"):
+        C.DecodeConfig(step_tokens=8)  # batch auto: up to AUTO_BATCH["gpu"] = 32 problems
 
 
 def test_rule_config_is_derived_by_name_and_checked():
