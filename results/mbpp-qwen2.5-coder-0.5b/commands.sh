@@ -1,0 +1,1 @@
+/work/snap/.venv/bin/python -m dasd_local eval --data ../shared/data/mbpp/test.jsonl --task code --answer-format code-block -o /work/main/runs/table1/eval/origin --model qwen2.5-coder-0.5b --max-new-tokens 512 --batch 16
