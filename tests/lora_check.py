@@ -69,3 +69,38 @@ def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     top1 = float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
     kl = float((np.exp(a) * (a - b)).sum(axis=1).mean())
     return top1, kl
+
+
+def scaled_random_lora(gguf: Path, out_dir: Path, r: int, scale: float):
+    """A PEFT model with random A and B (scaled by `scale`: full-size random factors drive a
+    real model's activations out of range) on every linear layer of the dequantized GGUF,
+    saved and exported: (peft model, adapter GGUF)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    from dasd_local.export import export_adapter
+    from dasd_local.train_model import LINEAR
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=LINEAR, init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.mul_(scale)
+    model.save_pretrained(out_dir / "peft")
+    return model, export_adapter(out_dir / "peft", gguf, out_dir / "adapter.gguf")
+
+
+def adapter_parity(model, gguf: Path, adapter: Path, prompts: list[list[int]]) -> dict:
+    """PEFT in torch against llama.cpp with the exported adapter on the quantized file, beside
+    how well the two base models agree (the quantization's own share) and the adapter's effect."""
+    peft = torch_logprobs(model, prompts)
+    with model.disable_adapter():
+        plain = torch_logprobs(model, prompts)
+    base_top1, base_kl = compare(plain, llama_logprobs(gguf, prompts))
+    top1, kl = compare(peft, llama_logprobs(gguf, prompts, adapter))
+    _, effect_kl = compare(plain, peft)
+    return {"base_top1": base_top1, "base_kl": base_kl, "top1": top1, "kl": kl, "effect_kl": effect_kl}

@@ -196,9 +196,10 @@ def test_scoring_pass_reproduces_recorded_probabilities(run, scored):
     """Within llama.cpp's batch and cache-layout numerics (DESIGN.md section 6): generation
     computes the reference view on the base view's shared prefix cells, evaluates drafted
     tokens in multi-token batches and removes rejected ones, with other problems' cells
-    interleaved in one KV cache; the scoring pass computes each view alone. Measured here:
-    medians of a few 1e-3, maxima under 0.08. A token shifted by one position would give
-    medians of tenths."""
+    interleaved in one KV cache, its prompts cut into 32-token chunks; the scoring pass
+    computes each view alone, in one batch. Measured: medians of a few 1e-3 on an Intel
+    Xeon, 1.06e-2 (p_base) and 6.5e-3 (p_ref) on an AMD EPYC, maxima under 0.08. A token
+    shifted by one position would give medians of tenths."""
     _, records = run
     _, rescored = scored
     diffs, flips, overlap = {"p_base": [], "p_ref": []}, [], []
@@ -218,7 +219,7 @@ def test_scoring_pass_reproduces_recorded_probabilities(run, scored):
         print(f"scoring pass vs generation, {k}: {len(v)} tokens, max {v.max():.4f}, median {np.median(v):.2e}")
     print(f"reference top-1 flips: {len(flips)}; mean top-6 set overlap {np.mean(overlap):.3f}")
     assert max(v.max() for v in d.values()) <= TOL
-    assert np.median(d["p_base"]) < 0.01 and np.median(d["p_ref"]) < 0.01
+    assert np.median(d["p_base"]) < 0.03 and np.median(d["p_ref"]) < 0.03
     for a, other in flips:  # the reference's top-1 changes only at a near tie
         p_ref = {t: r for t, r, _ in a["candidates"]}
         assert other in p_ref and p_ref[a["argmax_ref"]] - p_ref[other] <= TOL, a

