@@ -86,7 +86,7 @@ MOST_BATCH = 128
 # `--batch auto`'s ceiling (session.auto_batch lowers it to what the KV budget holds). On a
 # CPU a decode call's matmuls stop gaining from more rows at about 32 (16 problems x 2
 # views); scripts/bench_generate.py measures auto against the fixed batches (README,
-# "Speed"). With GPU offload rows are cheaper; 32 problems there is not measured here.
+# "Performance"; not yet run). With GPU offload rows are cheaper; 32 problems there is not measured.
 AUTO_BATCH = {"cpu": 16, "gpu": 32}
 
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
