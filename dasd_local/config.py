@@ -89,6 +89,11 @@ MOST_BATCH = 128
 # "Performance"; not yet run). With GPU offload rows are cheaper; 32 problems there is not measured.
 AUTO_BATCH = {"cpu": 16, "gpu": 32}
 
+def most_batch(batch: int | str) -> int:
+    """The most problems a `--batch` value may run: the number, or the most auto chooses."""
+    return max(AUTO_BATCH.values()) if batch == AUTO else batch
+
+
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
 
@@ -188,8 +193,7 @@ class DecodeConfig:
 
     @property
     def most_batch(self) -> int:
-        """The batch this config may run at: the number, or the most that auto chooses."""
-        return max(AUTO_BATCH.values()) if self.batch == AUTO else self.batch
+        return most_batch(self.batch)
 
     @property
     def published(self) -> str | None:
@@ -237,8 +241,7 @@ def parse_batch(text: str | int) -> int | str:
 
 def eval_decode(**kw) -> DecodeConfig:
     """Greedy answers from the base view alone (one sequence per problem)."""
-    batch = kw.get("batch", field_of(DecodeConfig, "batch").default)
-    most = max(AUTO_BATCH.values()) if batch == AUTO else batch
+    most = most_batch(kw.get("batch", field_of(DecodeConfig, "batch").default))
     return DecodeConfig(**{"strategy": "base", "base_only": True, "step_tokens": max(512, 2 * most), **kw})
 
 

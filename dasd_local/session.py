@@ -160,10 +160,24 @@ class DecodeSession:
         if cfg.batch != AUTO:
             return cfg
         n_views = 1 if cfg.base_only else 2
-        longest = max((max(len(views[id(p)].base_tokens), 0 if cfg.base_only else len(views[id(p)].ref_tokens))
-                       for p in problems), default=0) + cfg.max_new_tokens
-        per = min(-(-longest // 256) * 256, self.engine.n_ctx_train)
+        per = self.split_cells_per_seq(self.needs(problems, views, cfg)[1])
         return replace(cfg, batch=auto_batch(self.engine, per, n_views, len(problems), self.opts.n_gpu_layers))
+
+    def needs(self, problems: list[Problem], views: dict, cfg: DecodeConfig) -> tuple[list[int], int]:
+        """Each problem's worst-case cells (both views, prompt + max_new_tokens) and the
+        longest single view."""
+        needs, longest = [], 0
+        for p in problems:
+            v = views[id(p)]
+            n = len(v.base_tokens) + cfg.max_new_tokens
+            r = 0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens
+            needs.append(n + r)
+            longest = max(longest, n, r)
+        return needs, longest
+
+    def split_cells_per_seq(self, longest: int) -> int:
+        """A split cache's cells per sequence: the longest view, in whole 256s, within the trained context."""
+        return min(-(-longest // 256) * 256 or 256, self.engine.n_ctx_train)
 
     def size_context(self, problems: list[Problem], views: dict, cfg: DecodeConfig | None = None) -> None:
         """Context for the real prompt lengths (or --ctx: all cells).
@@ -172,14 +186,8 @@ class DecodeSession:
         the cells of the longest view (prompt + max_new_tokens), within the trained context."""
         cfg, o, engine = cfg or self.cfg, self.opts, self.engine
         n_seq = max(1, min(cfg.batch, len(problems))) * (1 if cfg.base_only else 2)
-        needs, longest = [], 0
-        for p in problems:
-            v = views[id(p)]
-            n = len(v.base_tokens) + cfg.max_new_tokens
-            r = 0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens
-            needs.append(n + r)
-            longest = max(longest, n, r)
-        per = o.ctx // n_seq if o.ctx else min(-(-longest // 256) * 256 or 256, engine.n_ctx_train)
+        needs, longest = self.needs(problems, views, cfg)
+        per = o.ctx // n_seq if o.ctx else self.split_cells_per_seq(longest)
         split_cells = max(per, 64) * n_seq
         n_ctx = o.ctx or min(auto_ctx(needs, cfg.batch), max(engine.n_ctx_train, max(needs, default=0)) * cfg.batch,
                              # admission bounded by memory: fewer problems in flight, never a pool over budget
