@@ -244,6 +244,7 @@ def eval_(
     cpu_weights: str = opt(C.EvalConfig, "cpu_weights"),
     workers: Optional[int] = opt(C.EvalConfig, "workers"),
     timeout: float = opt(C.EvalConfig, "timeout_s"),
+    rejudge: bool = opt(C.EvalConfig, "rejudge"),
     system: Optional[str] = opt(C.EvalConfig, "system"),
     ray: Optional[str] = opt(RayConfig, "ray"),
     ray_workers: Optional[str] = opt(RayConfig, "workers", "--ray-workers"),  # --workers: the answer checks
@@ -265,8 +266,9 @@ def eval_(
                                                      gpus_per_worker=gpus_per_worker))
     console.print(summary_table(summary, f"{summary['task']} {summary['metric']}: {Path(summary['model']).name}"
                                 + (f" + {Path(summary['adapter']).name}" if summary.get("adapter") else "")))
+    rejudged = f", {summary['rejudged']} earlier answers judged again" if summary.get("rejudged") is not None else ""
     console.print(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'} "
-                  f"({summary['ran_now']} answered now, {summary['n']} judged in all)")
+                  f"({summary['ran_now']} answered now{rejudged}, {summary['n']} judged in all)")
 
 # ---- train (training issue) -------------------------------------------------------
 

@@ -338,6 +338,8 @@ class EvalConfig(EngineOptions, ProblemSource):
                            check=AT_LEAST_1[0], expect=">= 1", flag="--workers")
     timeout_s: float = setting(10.0, "Wall-clock seconds per code run (task code).", lambda v: 0 < v <= 3600,
                                "in (0, 3600]", flag="--timeout")
+    rejudge: bool = setting(False, "Check the answers an earlier run saved in --out again with today's checker "
+                            "(no decoding for them), instead of keeping their verdicts.", flag="--rejudge")
 
     def __post_init__(self):
         if self.data is None:

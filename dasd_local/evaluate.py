@@ -50,6 +50,21 @@ def prediction(task: Task, record: dict, verdict) -> dict:
             "response_tokens": len(record.get("response_tokens") or []), **meta}
 
 
+def rejudge(task: Task, problems: list, done: dict[str, dict], path: Path, workers: int) -> int:
+    """Check every saved answer of these problems again with today's checker (a fixed
+    extractor changes old verdicts; nothing is decoded again) and rewrite `path` with the
+    new verdicts (temp + rename); returns how many were judged. Lines of problems not in
+    this run, and problems that never got an answer, are kept as they are."""
+    again = [(p, done[p.id]) for p in problems if p.id in done and done[p.id].get("prediction") is not None]
+    with ThreadPoolExecutor(workers, thread_name_prefix="eval-rejudge") as pool:
+        verdicts = pool.map(lambda pair: task.verify(pair[1]["prediction"], {
+            **pair[0].fields, "finish_reason": pair[1].get("finish_reason")}), again)
+        for (p, line), verdict in zip(again, verdicts):
+            done[p.id] = {**line, "extracted": verdict.extracted, "correct": verdict.correct, "detail": verdict.detail}
+    atomic_write_text(path, jsonl_text(list(done.values())))
+    return len(again)
+
+
 class _Judge:
     """Checks finished answers on a pool while decoding goes on; writes in the main thread."""
 
@@ -182,6 +197,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     path = cfg.out_dir / PREDICTIONS
     done = read_predictions(path)
     (cfg.out_dir / SUMMARY).unlink(missing_ok=True)  # the run is open again
+    rejudged = rejudge(task, problems, done, path, cfg.workers) if cfg.rejudge else None
     todo = [p for p in problems if p.id not in done]
     started = time.time()
     try:
@@ -198,7 +214,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     lines = [r for r in finish_predictions(path, [p.id for p in problems]) if str(r["id"]) in ids]
     summary = {
         "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **score(lines),
-        "problems": len(problems), "ran_now": len(todo), "seconds_now": round(seconds, 1),
+        "problems": len(problems), "ran_now": len(todo), "rejudged": rejudged, "seconds_now": round(seconds, 1),
         "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
         "skipped_rows": len(skipped.rows), "data": str(source), **_model_info(cfg, stats), **stats, "versions": versions(),
         "config": cfg.flat(),

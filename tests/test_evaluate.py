@@ -63,3 +63,39 @@ def test_real_model_code_eval_runs_the_tests(tmp_path, data_dir):
     lines = [json.loads(x) for x in (tmp_path / "code" / PREDICTIONS).read_text().splitlines()]
     # every answer was actually executed: a verdict from the sandbox, not a placeholder
     assert all(x["detail"].split(":")[0] in {"passed", "failed", "timeout", "exited-early"} for x in lines)
+
+
+def test_rejudge_checks_saved_answers_again_without_decoding(tmp_path, data_dir):
+    rows = [json.loads(x) for x in (data_dir / "arc_challenge" / "test.jsonl").read_text().splitlines()[:3]]
+    out = tmp_path / "mcq"
+    out.mkdir()
+    # verdicts an older checker wrote: a boxed right answer marked wrong, a bare guess marked right
+    saved = [{"id": rows[0]["id"], "prediction": f"(A) ... so \\boxed{{{rows[0]['answerKey']}}}", "extracted": "A",
+              "correct": False, "detail": "", "finish_reason": "stop", "response_tokens": 9},
+             {"id": rows[1]["id"], "prediction": "Looking at (A) and", "extracted": rows[1]["answerKey"],
+              "correct": True, "detail": "", "finish_reason": "length", "response_tokens": 512},
+             {"id": rows[2]["id"], "prediction": None, "extracted": None, "correct": False, "detail": "not run: x"}]
+    (out / PREDICTIONS).write_text("".join(json.dumps(x) + "\n" for x in saved))
+    s = run(tmp_path, data_dir, "mcq", "arc_challenge/test.jsonl", 3, rejudge=True)
+    assert (s["ran_now"], s["rejudged"], s["correct"]) == (0, 2, 1)  # nothing decoded; the unanswered line kept
+    lines = [json.loads(x) for x in (out / PREDICTIONS).read_text().splitlines()]
+    assert [x["extracted"] for x in lines] == [rows[0]["answerKey"], None, None]
+    assert "token limit" in lines[1]["detail"] and lines[2]["detail"] == "not run: x"
+    assert run(tmp_path, data_dir, "mcq", "arc_challenge/test.jsonl", 3)["rejudged"] is None
+
+
+@pytest.mark.slow
+def test_the_committed_mbpp_pass_at_1_is_reproduced_by_the_checker(tmp_path, data_dir):
+    """results/'s origin row (Qwen2.5-Coder-0.5B, 156/500) judged again from its predictions."""
+    import gzip
+
+    from conftest import REPO
+
+    committed = REPO / "results" / "mbpp-qwen2.5-coder-0.5b" / "eval"
+    out = tmp_path / "code"
+    out.mkdir()
+    (out / PREDICTIONS).write_bytes(gzip.decompress((committed / "origin.predictions.jsonl.gz").read_bytes()))
+    s = run(tmp_path, data_dir, "code", "mbpp/test.jsonl", None, rejudge=True, answer_format="code-block")
+    published = json.loads((committed / "origin.summary.json").read_text())
+    assert (s["ran_now"], s["rejudged"]) == (0, 500)
+    assert (s["n"], s["correct"]) == (published["n"], published["correct"]) == (500, 156)

@@ -78,6 +78,11 @@ DIGITS = {"text": ["red", "green", "blue"], "label": ["1", "2", "3"]}
     ("The answer is (B)", DIGITS, "2"),  # a letter on a digit item: by position
     ("The answer is 3.5 metres", DIGITS, None),
     ("nothing", CHOICES, None),
+    # Qwen boxes its choice; an earlier "(C)" of the analysis must not win (seen on ARC test)
+    ("Looking at (C) and (D)... Therefore, the answer is \\boxed{B}.", CHOICES, "B"),
+    ("(A) is red, (C) is blue.\n\n\\boxed{B}", CHOICES, "B"),
+    ("So: \\boxed{\\text{(D)}}", CHOICES, "D"),
+    ("\\boxed{B}", DIGITS, "2"),
 ])
 def test_extraction(response, choices, label):
     assert extract_label(response, choices) == label
@@ -104,6 +109,7 @@ def test_bad_rows_are_clear_errors(task):
     ("Reasoning...\nB\n and then", None),
     ("It must be green, because", None),
     ("So the answer is (C), because blue", "C"),  # an answer sentence still counts
+    ("Looking at (A)... so \\boxed{C}. But wait, (D)", "C"),  # so does a boxed label
 ])
 def test_a_response_cut_by_the_token_limit_commits_only_by_an_answer_sentence(task, response, label):
     row = {"answerKey": "C", "choices": CHOICES, "finish_reason": "length"}

@@ -6,11 +6,12 @@ digits ("1".."4"); a few items have 3 or 5 choices. ARC has no worked solutions,
 the reference view gets a short gold statement, "The answer is (B) <choice text>.",
 unless a `--reference-field` names a column with explanations.
 
-Extraction is tolerant, in order of trust: "The answer is (X)" / "Answer: X" (last
-one wins), then the last parenthesised label, then a line holding only a label, then
-the one choice whose text the response quotes. A response cut by the token limit
-(`finish_reason` "length") is read by the answer sentence only, else it gets no label. A letter given for a digit-labelled
-item is read by position (A = first choice), since that is how models often answer.
+Extraction is tolerant, in order of trust: "The answer is (X)", "Answer: X" or
+"\\boxed{X}" (the last one wins; Qwen models box their choice as in math), then the last
+parenthesised label, then a line holding only a label, then the one choice whose text the
+response quotes. A response cut by the token limit (`finish_reason` "length") is read by
+the answer sentence only, else it gets no label. A letter given for a digit-labelled item
+is read by position (A = first choice), since that is how models often answer.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def _patterns(labels: list[str]) -> list[re.Pattern]:
     names = sorted(set(labels) | set(LETTERS[: len(labels)]), key=len, reverse=True)
     lab = "|".join(re.escape(n) for n in names)
     end = r"(?![\w'])(?![.,]\d)"  # "3" but not "3.5" or "Apple"
+    boxed = rf"\\boxed\{{\s*(?:\\text(?:bf)?\{{\s*)?\(?({lab})\)?\s*\}}"  # \boxed{B}, \boxed{\text{(B)}}
     return [
         re.compile(rf"(?i:answer)\s*(?:(?i:is|would be|should be)\s*)?[:\-]?\s*"
-                   rf"(?:(?i:option|choice)\s*)?(?:\(({lab})\)|\b({lab}){end})"),
+                   rf"(?:(?i:option|choice)\s*)?(?:\(({lab})\)|\b({lab}){end})|{boxed}"),
         re.compile(rf"\((?i:({lab}))\)"),
         re.compile(rf"^\s*({lab})\s*[.):]?\s*$", re.M),
     ]
