@@ -64,13 +64,21 @@ class Tally:
     passed: int = 0
     overlap: Counter = field(default_factory=Counter)
     overlap_n: Counter = field(default_factory=Counter)
+    problems: set = field(default_factory=set)  # `generate --samples`: a problem's samples count once
+    solved: set = field(default_factory=set)  # problems with a verified-correct sample
+    sampled: bool = False
 
     def add(self, record: dict) -> None:
         self.records += 1
         correct = record.get("rewrite_correct", record.get("correct")) is True  # a replaced rewrite failed
+        pid = str(record.get("problem_id", record.get("id")))
+        self.problems.add(pid)
+        self.sampled = self.sampled or "problem_id" in record
         if "correct" in record:
             self.judged += 1
             self.passed += correct
+            if correct:
+                self.solved.add(pid)
         for step in record.get("steps") or []:
             self._add_step(step, self.category_scope == "all" or correct)
 
@@ -99,6 +107,8 @@ class Tally:
             "categorized": cats, "category_shares": shares, "category_scope": self.category_scope,
             "filtered_share": shares["base_selected"] + shares["hard"] if shares else None,
             "judged": self.judged, "pass_rate": self.passed / self.judged if self.judged else None,
+            "problems": len(self.problems), "sampled": self.sampled,
+            "problems_with_a_correct_sample": len(self.solved) if self.judged else None,
             "overlap": {k: self.overlap[k] / self.overlap_n[k] if self.overlap_n[k] else None for k in OVERLAP},
             "overlap_steps": {k: self.overlap_n[k] for k in OVERLAP},
         }

@@ -87,6 +87,8 @@ def generate(
     tau: float = opt(C.DecodeConfig, "tau"),
     hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
     hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
+    samples: int = opt(C.DecodeConfig, "samples"),
+    temperature: float = opt(C.DecodeConfig, "temperature"),
     record_candidates: bool = opt(C.DecodeConfig, "record_candidates"),
     baseline_form: str = opt(C.DecodeConfig, "baseline_form"),
     hint_analysis_tokens: Optional[int] = opt(C.DecodeConfig, "hint_analysis_tokens"),
@@ -203,19 +205,24 @@ def verify(
     on_fail: str = opt(C.VerifyConfig, "on_fail"),
     workers: Optional[int] = opt(C.VerifyConfig, "workers"),
     timeout: float = opt(C.VerifyConfig, "timeout_s"),
+    dedupe: bool = opt(C.VerifyConfig, "dedupe"),
 ) -> None:
     """Mark every record correct or not (answer check / tests), write the kept ones."""
     from rich.console import Console
 
     from .verify import report_table, verify_file
 
-    cfg = C.VerifyConfig(task=task, on_fail=on_fail, timeout_s=timeout, **({"workers": workers} if workers else {}))
+    cfg = C.VerifyConfig(task=task, on_fail=on_fail, timeout_s=timeout, dedupe=dedupe,
+                         **({"workers": workers} if workers else {}))
     report = verify_file(inp, out, cfg)
     console = Console()
     console.print(report_table(report, f"verify {inp.name}"))
     n, correct, kept = report.totals()
     console.print(f"wrote {out}: {kept} of {n} records kept ({correct} correct"
-                  + (f", {report.replaced} replaced by the reference" if report.replaced else "") + ")")
+                  + (f", {report.replaced} replaced by the reference" if report.replaced else "")
+                  + (f", {report.duplicates} duplicates dropped" if report.duplicates else "") + ")")
+    if report.sampled:
+        console.print(f"problems with a correct sample: {report.solved()} of {len(report.problems)}")
     _echo_skipped(report.skipped, 10)
 
 

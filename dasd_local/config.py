@@ -154,8 +154,14 @@ class DecodeConfig:
     baseline_form: str = setting("controlled", "self-distill / hint as our controlled variant (DASD's reference view, "
                                  "greedy) or as their authors published them (their prompts, sampling, SDFT's filter).",
                                  *one_of(*BASELINE_FORMS), flag="--baseline-form")
-    seed: int = setting(0, "Seed of the published forms' sampling (each problem's generator: seed + problem id).",
-                        flag="--seed")
+    seed: int = setting(0, "Seed of the published forms' sampling and of --samples (each problem's generator: seed + "
+                        "problem id).", flag="--seed")
+    samples: int = setting(1, "DASD rewrites per problem: 1 is greedy DASD; N > 1 draws each token among the "
+                           "reference's top-K candidates that pass --tau, weighted by p_ref^(1/--temperature), one "
+                           "record per sample (id '<problem id>#<k>').", lambda v: 1 <= v <= 64, "in [1, 64]",
+                           flag="--samples")
+    temperature: float = setting(1.0, "With --samples > 1: temperature of that draw (0: every sample is greedy DASD).",
+                                 lambda v: 0.0 <= v <= 10.0, "in [0, 10]", flag="--temperature")
     hint_analysis_tokens: int | None = setting(None, "Published hint: token limit of the greedy analysis pre-pass on "
                                                "the shadow prompt (default: --max-new-tokens; 0 skips it, which is "
                                                "not the published form).", *AT_LEAST_0, flag="--hint-analysis-tokens")
@@ -188,8 +194,10 @@ class DecodeConfig:
             reject(self, "base_only", "only with strategy base")
         if self.baseline_form == "published" and self.strategy not in PUBLISHED_SAMPLING:
             reject(self, "baseline_form", f"controlled for strategy {self.strategy} (published: self-distill, hint)")
+        if self.samples > 1 and self.strategy != "dasd":
+            reject(self, "samples", f"1 for strategy {self.strategy} (several samples: strategy dasd)")
         if self.sampling.temperature > 0 and self.speculate == "on":
-            reject(self, "speculate", "off or auto with a sampled (published) form: drafts are checked greedily")
+            reject(self, "speculate", "off or auto with a sampled form (published, or --samples): drafts are checked greedily")
 
     @property
     def most_batch(self) -> int:
@@ -202,6 +210,8 @@ class DecodeConfig:
 
     @property
     def sampling(self) -> Sampling:
+        if self.samples > 1:
+            return Sampling(temperature=self.temperature)  # rules.dasd_sample (temperature 0: greedy)
         return PUBLISHED_SAMPLING[self.strategy] if self.baseline_form == "published" else GREEDY
 
     def rule(self) -> RuleConfig:
@@ -218,6 +228,8 @@ class DecodeConfig:
         """The part of the config that decides the output (goes into every record)."""
         keys = ("strategy", "top_k", "tau", "hard_mode", "hint_beta", "max_new_tokens", "baseline_form")
         out = {k: v for k, v in asdict(self).items() if k in keys}
+        if self.samples > 1:
+            out.update(samples=self.samples, temperature=self.temperature, seed=self.seed)
         if self.baseline_form == "published":
             out.update(seed=self.seed, sampling=asdict(self.sampling))
             if self.strategy == "hint":
@@ -375,6 +387,8 @@ class VerifyConfig:
                            factory=lambda: os.cpu_count() or 1, check=AT_LEAST_1[0], expect=">= 1", flag="--workers")
     timeout_s: float = setting(10.0, "Wall-clock seconds per code run (task code).", lambda v: 0 < v <= 3600,
                                "in (0, 3600]", flag="--timeout")
+    dedupe: bool = setting(False, "Keep one of the kept records with the same response within a problem "
+                           "(`generate --samples`).", flag="--dedupe")
 
     def __post_init__(self):
         check_fields(self)

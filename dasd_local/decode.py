@@ -80,6 +80,7 @@ class Decoder:
             slot.shared = max(0, common) // PREFILL_CHUNK * PREFILL_CHUNK
         if self.sampled:  # one generator per problem: its draws do not depend on the batch
             slot.rng = np.random.default_rng([self.cfg.seed, zlib.crc32(problem.id.encode())])
+        slot.twins = hash((tuple(b.prompt), tuple(r.prompt) if r is not None else None))
         limit = min(self.engine.seq_cells, self.engine.n_ctx_train)
         longest = max(len(b.prompt), len(r.prompt) if r else 0) + self.cfg.max_new_tokens
         if slot.cells(self.cfg.max_new_tokens) > self.engine.config.n_ctx or longest > limit:
@@ -110,11 +111,18 @@ class Decoder:
         within step_tokens."""
         entries, length = [], None
         cached = [(s.b.prompt, s.b.fed, s.b.seq) for s in slots if s is not None and s.b.fed > 0]
+        cached_r = [(s.r.prompt, s.r.fed, s.r.seq) for s in slots if s is not None and s.r is not None and s.r.fed > 0]
+        # prompts a problem in flight is prefilling: a problem with the same two prompts (another
+        # sample of it, `generate --samples`) waits for them, then takes them from its cache whole
+        prefilling = {s.twins for s in slots if s is not None and not s.decoding and s.b.fed > 0}
         for s in slots:
             if s is None or s.decoding:
                 continue
             if self.cfg.share_prefix and s.b.fed == 0:
-                self._share_opening(s, cached)
+                if s.twins in prefilling:
+                    continue
+                prefilling.add(s.twins)
+                self._share_opening(s, cached, cached_r)
             for view in (s.r, s.b):  # R first: it may only share what B cached in earlier calls
                 if view is None or view.ready:
                     continue
@@ -162,20 +170,25 @@ class Decoder:
                         entries.append(Entry(tok, view.fed + j, view.seq, Want(i, name, j)))
         return entries
 
-    def _share_opening(self, slot: Slot, cached: list) -> None:
+    def _share_opening(self, slot: Slot, cached: list, cached_r: list) -> None:
         """Start a new problem's B view from the longest prefix that another problem's B
         view has in the cache (from earlier calls): every prompt opens with the same chat
         template text (system prompt, role markers), so that part is never prefilled twice.
-        Whole chunks only: the donor computed them with the cuts this view would make."""
-        limit = len(slot.b.prompt) - 1
-        best, donor = 0, None
-        for prompt, fed, seq in cached:
-            n = min(shared_prefix(prompt, slot.b.prompt), fed, limit) // PREFILL_CHUNK * PREFILL_CHUNK
-            if n > best:
-                best, donor = n, seq
-        if best > 0:
-            self.engine.copy(donor, slot.b.seq, 0, best)
-            slot.b.fed = slot.b.borrowed = best
+        Its R view likewise from another R view, where that gives more than B would (another
+        sample of the same problem: its whole reference prompt). Whole chunks only: the donor
+        computed them with the cuts this view would make."""
+        for view, donors, floor in ((slot.b, cached, 0), (slot.r, cached_r, slot.shared)):
+            if view is None:
+                continue
+            limit = len(view.prompt) - 1
+            best, donor = floor, None
+            for prompt, fed, seq in donors:
+                n = min(shared_prefix(prompt, view.prompt), fed, limit) // PREFILL_CHUNK * PREFILL_CHUNK
+                if n > best:
+                    best, donor = n, seq
+            if donor is not None:
+                self.engine.copy(donor, view.seq, 0, best)
+                view.fed = view.borrowed = best
 
     def _select(self, slots: list[Slot], entries: list[Entry], logits: np.ndarray) -> None:
         """Apply the rule to every wanted row at once, then walk each problem's draft."""

@@ -64,6 +64,7 @@ class Slot:
     draft: list[int] = field(default_factory=list)
     rng: object = None  # numpy Generator of a sampled (published) form: this problem's draws
     shared: int = 0  # leading prompt tokens R takes from B's cache (computed once, at admission)
+    twins: int = 0  # hash of the two prompts: problems with equal ones (samples of one problem) share them
 
     @property
     def decoding(self) -> bool:

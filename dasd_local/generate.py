@@ -39,6 +39,7 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
     for line in [skipped.summary(), *(f"skipped: {r}" for r in skipped.rows[:5]), *skipped.notes]:
         if line:
             (warn or _stderr)(line)
+    problems = samples_of(problems, cfg.samples)
     claim(run.out, _fingerprint(run, cfg, task, source, on_ray), run.restart)
     writer = RunWriter(run.out)
     todo = [p for p in problems if p.id not in writer.done and p.id not in writer.failed]
@@ -61,6 +62,19 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
     }
     writer.finish([p.id for p in problems], manifest)
     return manifest
+
+
+def samples_of(problems: list, n: int) -> list:
+    """`--samples N`: each problem N times, as '<id>#<k>' with `problem_id` and `sample` in
+    its fields (so in its records); each sample then has its own generator (decode.py
+    seeds it from the id), is resumed on its own, and waits for the first one to cache
+    the prompts it then shares. N = 1: the problems as they are."""
+    if n == 1:
+        return problems
+    from dataclasses import replace
+
+    return [replace(p, id=f"{p.id}#{k}", fields={**p.fields, "problem_id": p.id, "sample": k})
+            for p in problems for k in range(n)]
 
 
 def _run_here(run: RunConfig, task, cfg: DecodeConfig, todo, writer, console) -> tuple[list[str], dict]:

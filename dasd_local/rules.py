@@ -4,8 +4,9 @@ Rows are positions (one per problem in flight, or one per drafted position); col
 are the full vocabulary. Probabilities are full-vocabulary softmaxes at temperature 1.
 This module never sees llama.cpp: the decode loop hands it logits and gets back the
 chosen tokens with everything a record needs (category, p_base, p_ref, ref_rank).
-Choices are argmaxes, except where a baseline's published form samples: then every row
-draws from its own numpy Generator, passed in, so a seeded run repeats exactly.
+Choices are argmaxes, except where a baseline's published form samples, or DASD's sampling
+form (several rewrites per problem): then every row draws from its own numpy Generator,
+passed in, so a seeded run repeats exactly.
 """
 
 from __future__ import annotations
@@ -98,6 +99,43 @@ def dasd_choice(lb, lse_b, lr, cfg: RuleConfig):
     return token, category, cand, cand_pb
 
 
+def dasd_sample(lb, lse_b, lr, lse_r, cfg: RuleConfig, rngs):
+    """The sampling form of the rule (`generate --samples N`): among the reference's top-K
+    candidates that pass the base view's threshold, draw one in proportion to p_R^(1/T)
+    (T = cfg.sampling.temperature); when none passes, the hard mode's token as in greedy
+    DASD. One uniform per row and step from the row's own Generator, whether or not a
+    candidate passes, so a sample's draws depend on its seed alone. As T goes to 0 the
+    draw is the first passing candidate: greedy DASD's choice.
+
+    Categories name the emitted token: consistent (C[0], the base view's argmax too),
+    reserved (C[0], passing, not the base's argmax), base_selected (another passing
+    candidate), hard (none passes, and C[0] is not the base's argmax)."""
+    if rngs is None or len(rngs) != len(lb):
+        raise ValueError(f"sampling needs one random generator per row ({len(lb)} rows)")
+    u = np.array([rng.random() for rng in rngs])
+    cand = top_k(lr, cfg.top_k)
+    cand_pb = prob_of(lb, lse_b, cand)
+    ok = cand_pb >= cfg.tau
+    passed = ok.any(axis=1)
+    rows = np.arange(len(lb))
+    logw = np.where(ok, (lr[rows[:, None], cand].astype(np.float64) - lse_r[:, None]) / cfg.sampling.temperature,
+                    -np.inf)
+    logw[~passed] = 0.0  # rows with no passing candidate take the fallback below
+    w = np.exp(logw - logw.max(axis=1, keepdims=True))
+    cum = np.cumsum(w, axis=1)
+    idx = np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), cand.shape[1] - 1)
+    argmax_b = lb.argmax(axis=1)
+    fallback = cand[:, 0] if cfg.hard_mode == "ref" else argmax_b
+    token = np.where(passed, cand[rows, idx], fallback)
+    first = cand[:, 0]
+    category = np.select(
+        [(token == first) & (first == argmax_b), passed & (token == first), passed],
+        [CONSISTENT, RESERVED, BASE_SELECTED],
+        default=HARD,
+    )
+    return token, category, cand, cand_pb
+
+
 def hint_scores(lb, lse_b, lr, lse_r, phase: np.ndarray, beta: float) -> np.ndarray:
     """Hinted decoding: (1-l) log p_R + l log p_B with l = clamp(beta H(p_R) / log V);
     phase HINT_REF uses R alone (first token), HINT_BASE uses B alone (after \\boxed{)."""
@@ -171,14 +209,13 @@ def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg
     """Apply `strategy` to every row. `logits_r` may be None only for `base`. With
     `candidates`, every strategy reports the reference's top-K (the base's when there is
     no reference view) with both probabilities; dasd always does. With a sampling config
-    (temperature > 0) the greedy strategies sample, each row with its Generator in `rngs`."""
+    (temperature > 0) every strategy samples, each row with its Generator in `rngs` (dasd:
+    dasd_sample)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
     if logits_r is None and strategy != "base":
         raise ValueError(f"strategy {strategy!r} needs the reference view's logits")
     sampled = cfg.sampling.temperature > 0
-    if sampled and strategy == "dasd":
-        raise ValueError("dasd is defined greedy: sampling is only for the baselines' published forms")
     pick = (lambda scores: sample(scores, cfg.sampling, rngs)) if sampled else (lambda scores: scores.argmax(axis=1))
     lse_b = logsumexp(logits_b)
     argmax_b = logits_b.argmax(axis=1)
@@ -186,7 +223,9 @@ def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg
     argmax_r = None if logits_r is None else logits_r.argmax(axis=1)
     category = np.full(len(logits_b), NO_CATEGORY)
     cand = cand_pb = None
-    if strategy == "dasd":
+    if strategy == "dasd" and sampled:
+        token, category, cand, cand_pb = dasd_sample(logits_b, lse_b, logits_r, lse_r, cfg, rngs)
+    elif strategy == "dasd":
         token, category, cand, cand_pb = dasd_choice(logits_b, lse_b, logits_r, cfg)
     elif strategy == "self-distill":
         token = pick(logits_r) if sampled else argmax_r

@@ -39,6 +39,32 @@ def _nonempty(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return (keep, [f"{p}: no records, left out" for p in paths if p not in keep]) if keep else (list(paths), [])
 
 
+def sample_lines(found: list[dict]) -> list[str]:
+    """Per file of `generate --samples` records: its samples per problem, and the
+    per-problem yield beside the sample-level pass rate (from the file's verdicts, else
+    from the verify manifest beside it, which counted the dropped samples too)."""
+    import json
+
+    from .records import sidecar
+
+    lines = []
+    for f in found:
+        s = f["all"]
+        if not s.get("sampled"):
+            continue
+        line = f"{f['label']}: {s['records']} samples of {s['problems']} problems"
+        side = sidecar(Path(f["path"]), "manifest.json")
+        counts = json.loads(side.read_text(encoding="utf-8")).get("counts", {}) if side.is_file() else {}
+        if "problems_with_a_correct_sample" in counts:
+            line += (f"; verify: {counts['problems_with_a_correct_sample']} of {counts['problems']} problems with a "
+                     f"correct sample, {counts['correct']} of {counts['records']} samples correct")
+        elif s["problems_with_a_correct_sample"] is not None:
+            line += (f"; {s['problems_with_a_correct_sample']} with a correct sample, "
+                     f"pass rate {100 * s['pass_rate']:.1f}% of samples")
+        lines.append(line)
+    return lines
+
+
 def report(paths: list[Path], threshold: float, compare: bool = False, overlap_cfg=None,
            json_out: Path | None = None, plots: Path | None = None, console=None,
            evidence: Evidence = Evidence()) -> list[str]:
@@ -55,6 +81,8 @@ def report(paths: list[Path], threshold: float, compare: bool = False, overlap_c
     problems = empty + problems
     for table in report_tables(found, compare):
         console.print(table)
+    for line in sample_lines(found):
+        console.print(line)
     records = _records(paths, evidence.level_field) if evidence.ci or evidence.segments or compare else []
     if evidence.ci or evidence.segments:
         ev.attach(found, records, threshold, evidence.boot, evidence.seed, evidence.segments)

@@ -3,10 +3,13 @@
 Reads generation records (JSONL: `id`, `strategy`, `response`, `reference_solution`
 and the task's gold fields at top level), adds `correct` and `extracted` to each, and
 writes the kept records: the correct ones, plus, with `--on-fail keep-reference`, the
-gold solution in place of a wrong rewrite (SDFT's original recipe). Rewrites of SDFT's
-published form must also pass its phrase filter (published.py). Malformed lines and
-records the task cannot judge are counted and skipped with their file:line. Knows the
-record layout and the tasks' verify(); knows nothing about models.
+gold solution in place of a wrong rewrite (SDFT's original recipe). With `--dedupe`, one
+of the kept records with the same response within a problem (`generate --samples`, whose
+records name their `problem_id`); the report counts problems with a correct sample beside
+the records. Rewrites of SDFT's published form must also pass its phrase filter
+(published.py). Malformed lines and records the task cannot judge are counted and
+skipped with their file:line. Knows the record layout and the tasks' verify(); knows
+nothing about models.
 """
 
 from __future__ import annotations
@@ -37,13 +40,24 @@ class Report:
     groups: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
     skipped: list[str] = field(default_factory=list)
     replaced: int = 0
+    duplicates: int = 0
+    problems: dict = field(default_factory=dict)  # problem id -> has a correct (generated) sample
+    sampled: bool = False  # records of `generate --samples N`
 
     def add(self, record: dict, kept: bool) -> None:
+        self.sampled = self.sampled or "problem_id" in record
+        pid = str(record.get("problem_id", record.get("id")))
+        self.problems[pid] = self.problems.get(pid, False) or bool(
+            record["correct"] and record.get("response_source") != "reference")
         level = record.get("level")
         g = self.groups[(str(record.get("strategy", "-")), "-" if level is None else str(level))]
         g[0] += 1
         g[1] += bool(record["correct"] and record.get("response_source") != "reference")
         g[2] += kept
+
+    def solved(self) -> int:
+        """Problems with at least one correct generated sample (the per-problem yield)."""
+        return sum(self.problems.values())
 
     def totals(self) -> tuple[int, int, int]:
         return tuple(sum(g[i] for g in self.groups.values()) for i in range(3))
@@ -134,11 +148,18 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
     task = resolve_task(cfg.task, records)
     task.set_timeout(cfg.timeout_s)
     todo = usable(task, records, report.skipped)
-    kept = []
+    kept, seen = [], set()
     try:
         verdicts = task.verify_many(((r["response"], r) for _, r in todo), cfg.workers)
         for (_, rec), verdict in zip(todo, verdicts):
             result = judge(rec, verdict, cfg.on_fail)
+            if result is not None and cfg.dedupe:
+                key = (str(result.get("problem_id", result.get("id"))),
+                       tuple(result.get("response_tokens") or ()) or result["response"])
+                if key in seen:
+                    report.duplicates += 1
+                    result = None
+                seen.add(key)
             report.replaced += bool(result and result["response_source"] == "reference")
             report.add(result or {**rec, "correct": False}, result is not None)
             if result is not None:
@@ -159,7 +180,9 @@ def write_manifest(inp: Path, out: Path, task: Task, cfg: VerifyConfig, report: 
     source = sidecar(inp, "manifest.json")
     manifest = {"verb": "verify", "source": str(inp), "task": task.name, "on_fail": cfg.on_fail,
                 "counts": {"records": n, "correct": correct, "kept": kept, "dropped": n - kept,
-                           "replaced": report.replaced, "skipped": len(report.skipped)},
+                           "replaced": report.replaced, "skipped": len(report.skipped),
+                           "duplicates": report.duplicates, "problems": len(report.problems),
+                           "problems_with_a_correct_sample": report.solved()},
                 "source_manifest": json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None}
     atomic_write_text(sidecar(out, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
 

@@ -185,8 +185,60 @@ def test_sampled_strategies_and_greedy_dasd():
     rng = [np.random.default_rng(0)]
     assert int(choose("self-distill", logits_from_probs([pb]), logits_from_probs([pr]), cfg, rngs=rng).token[0]) == 5
     assert int(choose("base", logits_from_probs([pb]), logits_from_probs([pr]), cfg, rngs=rng).token[0]) == 2
-    with pytest.raises(ValueError, match="dasd is defined greedy"):
-        choose("dasd", logits_from_probs([pb]), logits_from_probs([pr]), cfg, rngs=rng)
+
+
+def sampled_dasd(pb, pr, temperature=1.0, seed=0, draws=1, **cfg):
+    """Tokens and categories of `draws` steps of DASD's sampling form on the same rows."""
+    lb, lr = logits_from_probs(pb), logits_from_probs(pr)
+    rc = RuleConfig(sampling=rules.Sampling(temperature=temperature), **cfg)
+    rngs = [np.random.default_rng([seed, row]) for row in range(len(lb))]
+    picks = [choose("dasd", lb, lr, rc, rngs=rngs) for _ in range(draws)]
+    return np.stack([p.token for p in picks]), np.stack([p.category for p in picks])
+
+
+def test_dasd_sampling_never_draws_a_candidate_under_tau_and_weights_by_p_ref():
+    # reference top-3: 4 (0.4), 7 (0.3), 1 (0.2); the base view (argmax 1) passes 4 and 1 only
+    pr, pb = dist({4: 0.4, 7: 0.3, 1: 0.2}), dist({1: 0.3, 4: 0.25, 0: 0.2, 7: 0.19})
+    tokens, cats = sampled_dasd([pb], [pr], draws=4000)
+    freq = {t: (tokens == t).mean() for t in (4, 7, 1)}
+    assert freq[7] == 0 and set(np.unique(tokens)) <= {4, 1}
+    assert freq[4] == pytest.approx(0.4 / 0.6, abs=0.03)  # in proportion to p_ref among the passing
+    assert set(cats[tokens == 4]) == {RESERVED} and set(cats[tokens == 1]) == {BASE_SELECTED}
+    hot, _ = sampled_dasd([pb], [pr], temperature=4.0, draws=4000)  # flatter: (0.4/0.2)^(1/4)
+    assert (hot == 4).mean() == pytest.approx(2 ** 0.25 / (1 + 2 ** 0.25), abs=0.03)
+
+
+def test_dasd_sampling_near_temperature_0_is_greedy_dasd_and_keeps_the_fallback():
+    rng = np.random.default_rng(3)
+    pb, pr = rng.dirichlet(np.full(V, 0.3), size=64), rng.dirichlet(np.full(V, 0.3), size=64)
+    greedy = choose("dasd", logits_from_probs(pb), logits_from_probs(pr), RuleConfig())
+    tokens, cats = sampled_dasd(pb, pr, temperature=1e-4)
+    assert np.array_equal(tokens[0], greedy.token) and np.array_equal(cats[0], greedy.category)
+    # nothing passes: the hard mode's token, whatever the draw
+    pr, pb = dist({4: 0.5}), dist({2: 0.15})
+    for mode, want in (("ref", 4), ("base", 2)):
+        tokens, cats = sampled_dasd([pb], [pr], draws=50, tau=0.2, hard_mode=mode)
+        assert set(tokens[:, 0]) == {want} and set(cats[:, 0]) == {HARD}
+    tokens, cats = sampled_dasd([dist({4: 0.15})], [dist({4: 0.5})], draws=20)  # shared top-1 under tau
+    assert set(tokens[:, 0]) == {4} and set(cats[:, 0]) == {CONSISTENT}
+
+
+def test_dasd_sampling_draws_repeat_whatever_rows_share_the_step():
+    rng = np.random.default_rng(5)
+    pb, pr = rng.dirichlet(np.full(V, 0.5), size=8), rng.dirichlet(np.full(V, 0.5), size=8)
+    lb, lr = logits_from_probs(pb), logits_from_probs(pr)
+    rc = RuleConfig(sampling=rules.Sampling(temperature=1.0), tau=0.05)
+
+    def run(rows):  # each row's generator is its own, seeded by its id alone
+        rngs = [np.random.default_rng([0, r]) for r in rows]
+        return {r: t for _ in range(20) for r, t in zip(rows, choose("dasd", lb[rows], lr[rows], rc, rngs=rngs).token)}
+
+    alone = {}
+    for r in range(8):
+        alone.update(run([r]))
+    assert run(list(range(8))) == alone and run([6, 2, 7]) == {r: alone[r] for r in (6, 2, 7)}
+    with pytest.raises(ValueError, match="one random generator per row"):
+        choose("dasd", lb, lr, rc)
 
 
 def test_repetition_stop_as_published():
