@@ -100,18 +100,19 @@ class _Judge:
 def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, console) -> dict:
     """Decode `todo` (base view, greedy) and append each judged answer to `path`."""
     from .decode_state import Failed
+    from .progress import DecodeProgress
     from .session import DecodeSession
 
     with DecodeSession(cfg, task, cfg.decode) as session, Appender(path) as out, \
-            _Progress(console, len(todo)) as advance:
+            DecodeProgress("eval", len(todo), console) as bar:
         judge = _Judge(task, out, cfg.workers)
         try:
-            for item in session.run(todo):
+            for item in session.run(todo, bar.step):
                 if isinstance(item, Failed):
                     judge.failed(item.problem.id, item.error)
                 else:
                     judge.submit(item)
-                advance()
+                bar.done_one()
         finally:
             judge.close()
     return {"decode_calls": session.stats.decode_calls, "emitted_tokens": session.stats.emitted,
@@ -140,24 +141,6 @@ def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path
     stats, facts = info.pop("stats"), info.pop("info")
     return {"decode_calls": stats.get("decode_calls", 0), "emitted_tokens": stats.get("emitted", 0),
             "cpu_weights": (facts.get("engine") or {}).get("cpu_weights"), **model_facts(facts, cfg.model), "ray": info}
-
-
-class _Progress:
-    """A rich progress bar as a context manager yielding its `advance` callable."""
-
-    def __init__(self, console, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console, transient=False)
-        self.job = self.bar.add_task("eval", total=total)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda: self.bar.advance(self.job)
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
 
 
 def score(lines: list[dict]) -> dict:

@@ -27,14 +27,30 @@ def info_line(stats, strategy: str, seconds: float) -> str:
     return f"{rate:.0f} tok/s  {stats.rows / max(stats.decode_calls, 1):.1f} rows/call  {spec}{shares}".rstrip()
 
 
+LOG_EVERY_S = 60.0  # a console that is not a terminal (a log file) gets a plain line this often
+
+
 class DecodeProgress(Progress):
-    """`with DecodeProgress("dasd", total) as bar:` then `bar.step(stats)` and `bar.done_one()`."""
+    """`with DecodeProgress("dasd", total) as bar:` then `bar.step(stats)` and `bar.done_one()`.
+    Where the console is not a terminal (`nohup ... > log`), rich draws nothing until the
+    end, so a plain line ('dasd: 37/200 done, 151 s, 14 tok/s ...') goes to the log every
+    LOG_EVERY_S seconds instead."""
 
     def __init__(self, description: str, total: int, console=None):
         self.strategy, self.info, self.started = description, "", time.time()
+        self.logged = self.started
         super().__init__(TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                          TimeElapsedColumn(), console=console, transient=False)
         self.job = self.add_task(description, total=total)
+
+    def _log(self) -> None:
+        now = time.time()
+        if self.console.is_terminal or now - self.logged < LOG_EVERY_S:
+            return
+        self.logged = now
+        task = self.tasks[0]
+        self.console.print(f"{self.strategy}: {int(task.completed)}/{int(task.total)} done, {now - self.started:.0f} s"
+                           + (f", {self.info}" if self.info else ""), highlight=False, soft_wrap=True)
 
     def get_renderables(self):
         yield self.make_tasks_table(self.tasks)
@@ -44,9 +60,11 @@ class DecodeProgress(Progress):
     def step(self, stats) -> None:
         self.info = info_line(stats, self.strategy, time.time() - self.started)
         self.refresh()
+        self._log()
 
     def done_one(self) -> None:
         self.advance(self.job)
+        self._log()
 
 
 def interrupted(done: int) -> Interrupted:

@@ -99,3 +99,20 @@ def test_the_committed_mbpp_pass_at_1_is_reproduced_by_the_checker(tmp_path, dat
     published = json.loads((committed / "origin.summary.json").read_text())
     assert (s["ran_now"], s["rejudged"]) == (0, 500)
     assert (s["n"], s["correct"]) == (published["n"], published["correct"]) == (500, 156)
+
+
+def test_a_log_file_gets_plain_progress_lines(tmp_path, data_dir, monkeypatch):
+    """Under `nohup ... > log` rich draws nothing until the end: plain lines instead."""
+    import io
+
+    from rich.console import Console
+
+    from dasd_local import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    log = io.StringIO()
+    decode = eval_decode(max_new_tokens=8, batch=2)
+    evaluate(EvalConfig(task="mcq", data=str(data_dir / "arc_challenge" / "test.jsonl"), out_dir=tmp_path / "e",
+                        limit=2, decode=decode, threads=1, workers=1), Console(file=log))
+    lines = [x for x in log.getvalue().splitlines() if x.startswith("eval: ")]
+    assert lines and lines[-1].startswith("eval: 2/2 done, ") and "tok/s" in log.getvalue()
