@@ -153,16 +153,17 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
         verdicts = task.verify_many(((r["response"], r) for _, r in todo), cfg.workers)
         for (_, rec), verdict in zip(todo, verdicts):
             result = judge(rec, verdict, cfg.on_fail)
+            duplicate = False
             if result is not None and cfg.dedupe:
                 key = (str(result.get("problem_id", result.get("id"))),
                        tuple(result.get("response_tokens") or ()) or result["response"])
-                if key in seen:
-                    report.duplicates += 1
-                    result = None
+                duplicate = key in seen
                 seen.add(key)
-            report.replaced += bool(result and result["response_source"] == "reference")
-            report.add(result or {**rec, "correct": False}, result is not None)
-            if result is not None:
+            report.duplicates += duplicate
+            kept_now = result is not None and not duplicate  # a duplicate still counts as correct
+            report.replaced += bool(kept_now and result["response_source"] == "reference")
+            report.add(result or {**rec, "correct": False}, kept_now)
+            if kept_now:
                 kept.append(result)
     finally:
         task.close()

@@ -169,3 +169,23 @@ def test_published_sdft_rewrites_must_pass_its_phrase_filter(tmp_path, data_dir)
     assert first["response_source"] == "reference" and "SDFT filter" in first["verify_detail"]
     assert second["response_source"] == third["response_source"] == "generated"  # controlled form: no filter
     assert report.replaced == 1
+
+
+def test_dedupe_keeps_one_of_identical_samples_and_counts_problems(tmp_path, data_dir):
+    """`generate --samples` records: identical correct samples of one problem are kept once
+    and still count as correct; the report counts problems with a correct sample."""
+    base = math_records(data_dir, 4)
+    rows = []
+    for r in base:  # 3 samples each: the record's own response twice, then a wrong one
+        for k, response in enumerate([r["response"], r["response"], "So the answer is $\\boxed{-123456}$."]):
+            rows.append({**r, "id": f"{r['id']}#{k}", "problem_id": r["id"], "sample": k, "response": response,
+                         "response_tokens": [1, 2, 3] if k < 2 else [9]})
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    report = verify_file(inp, tmp_path / "out.jsonl", VerifyConfig(workers=2, dedupe=True))
+    kept = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["id"] for r in kept] == [f"{r['id']}#0" for r in base[::2]]
+    assert report.totals() == (12, 4, 2) and report.duplicates == 2
+    assert (report.solved(), len(report.problems)) == (2, 4)
+    counts = json.loads((tmp_path / "out.manifest.json").read_text())["counts"]
+    assert (counts["duplicates"], counts["problems"], counts["problems_with_a_correct_sample"]) == (2, 4, 2)
+    assert verify_file(inp, tmp_path / "all.jsonl", VerifyConfig(workers=2)).totals() == (12, 4, 4)
