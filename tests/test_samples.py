@@ -59,6 +59,22 @@ def test_samples_are_seeded_do_not_depend_on_the_run_and_obey_the_rule(model_pat
     assert sum(copies.count(n // 32 * 32) for n in set(ref)) >= (N - 1) * len(problems)
     seeded = decode(model_path, samples[:N], 3, seed=1)
     assert any(seeded[k]["steps"] != whole[k]["steps"] for k in seeded)  # --seed moves the draws
+    replay(model_path, whole)
+
+
+def replay(model_path, records: dict, tau: float = 0.2, k: int = 6, tol: float = 0.1) -> None:
+    """The independent audit: both views teacher-forced on a fresh engine find every sampled
+    token inside the rule's accepted set, a reference top-K candidate the base view finds
+    plausible, or the reference's top-1 where none is (within the kernels' tolerance)."""
+    from dasd_local.score import score
+
+    with Engine(model_path, EngineConfig(n_ctx=2048, n_seq_max=1, n_ubatch=32)) as fresh:
+        for rec in records.values():
+            resp = rec["response_tokens"]
+            b = score(fresh, rec["base_prompt_tokens"], resp)
+            r = score(fresh, rec["reference_prompt_tokens"], resp)
+            ok = ((r.rank < k) & (b.p >= tau - tol)) | (r.rank == 0)
+            assert ok.all(), (rec["id"], [i for i, x in enumerate(ok) if not x])
 
 
 def test_samples_need_dasd():
