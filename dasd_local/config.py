@@ -197,7 +197,8 @@ class DecodeConfig:
         if self.samples > 1 and self.strategy != "dasd":
             reject(self, "samples", f"1 for strategy {self.strategy} (several samples: strategy dasd)")
         if self.sampling.temperature > 0 and self.speculate == "on":
-            reject(self, "speculate", "off or auto with a sampled form (published, or --samples): drafts are checked greedily")
+            reject(self, "speculate", "off or auto with a sampled form (published, or --samples): drafts are "
+                   "checked greedily")
 
     @property
     def most_batch(self) -> int:
