@@ -212,7 +212,7 @@ class DecodeConfig:
     @property
     def sampling(self) -> Sampling:
         if self.samples > 1:
-            return Sampling(temperature=self.temperature)  # rules.dasd_sample (temperature 0: greedy)
+            return Sampling(temperature=self.temperature)  # rules.dasd_choice samples (temperature 0: greedy)
         return PUBLISHED_SAMPLING[self.strategy] if self.baseline_form == "published" else GREEDY
 
     def rule(self) -> RuleConfig:

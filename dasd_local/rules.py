@@ -76,57 +76,28 @@ def rank_of(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return (logits > chosen[:, None]).sum(axis=1)
 
 
-def dasd_choice(lb, lse_b, lr, cfg: RuleConfig):
+def dasd_choice(lb, lse_b, lr, cfg: RuleConfig, lse_r=None, rngs=None):
     """DESIGN section 1: the first reference top-K candidate that the base view finds
-    plausible (p_B >= tau); else C[0] (hard mode `ref`) or argmax p_B (`base`)."""
-    cand = top_k(lr, cfg.top_k)
-    cand_pb = prob_of(lb, lse_b, cand)
-    ok = cand_pb >= cfg.tau
-    passed = ok.any(axis=1)
-    first = ok.argmax(axis=1)
-    rows = np.arange(len(lb))
-    argmax_b = lb.argmax(axis=1)
-    fallback = cand[:, 0] if cfg.hard_mode == "ref" else argmax_b
-    token = np.where(passed, cand[rows, first], fallback)
-    # Section 5.4.3: the top-1 of both views is "consistent" whatever its p_B. When it is
-    # below tau no candidate passes (nothing beats the base's own top-1), and both hard
-    # modes emit that same token, so only the label changes.
-    category = np.select(
-        [cand[:, 0] == argmax_b, passed & (first == 0), passed],
-        [CONSISTENT, RESERVED, BASE_SELECTED],
-        default=HARD,
-    )
-    return token, category, cand, cand_pb
+    plausible (p_B >= tau); else C[0] (hard mode `ref`) or argmax p_B (`base`).
 
-
-def dasd_sample(lb, lse_b, lr, lse_r, cfg: RuleConfig, rngs):
-    """The sampling form of the rule (`generate --samples N`): among the reference's top-K
-    candidates that pass the base view's threshold, draw one in proportion to p_R^(1/T)
-    (T = cfg.sampling.temperature); when none passes, the hard mode's token as in greedy
-    DASD. One uniform per row and step from the row's own Generator, whether or not a
-    candidate passes, so a sample's draws depend on its seed alone. As T goes to 0 the
-    draw is the first passing candidate: greedy DASD's choice.
-
-    Categories name the emitted token: consistent (C[0], the base view's argmax too),
-    reserved (C[0], passing, not the base's argmax), base_selected (another passing
-    candidate), hard (none passes, and C[0] is not the base's argmax)."""
-    if rngs is None or len(rngs) != len(lb):
-        raise ValueError(f"sampling needs one random generator per row ({len(lb)} rows)")
-    u = np.array([rng.random() for rng in rngs])
+    The sampling form (`generate --samples N`, cfg.sampling.temperature T > 0) draws
+    among the passing candidates instead, in proportion to p_R^(1/T) (passing_draw); the
+    fallback stays the hard mode's token. As T goes to 0 the draw is the first passing
+    candidate, greedy DASD's choice."""
     cand = top_k(lr, cfg.top_k)
     cand_pb = prob_of(lb, lse_b, cand)
     ok = cand_pb >= cfg.tau
     passed = ok.any(axis=1)
     rows = np.arange(len(lb))
-    logw = np.where(ok, (lr[rows[:, None], cand].astype(np.float64) - lse_r[:, None]) / cfg.sampling.temperature,
-                    -np.inf)
-    logw[~passed] = 0.0  # rows with no passing candidate take the fallback below
-    w = np.exp(logw - logw.max(axis=1, keepdims=True))
-    cum = np.cumsum(w, axis=1)
-    idx = np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), cand.shape[1] - 1)
+    pick = ok.argmax(axis=1) if cfg.sampling.temperature == 0 else \
+        passing_draw(lr, lse_r, cand, ok, cfg.sampling.temperature, rngs)
     argmax_b = lb.argmax(axis=1)
     fallback = cand[:, 0] if cfg.hard_mode == "ref" else argmax_b
-    token = np.where(passed, cand[rows, idx], fallback)
+    token = np.where(passed, cand[rows, pick], fallback)
+    # Categories name the emitted token. Section 5.4.3: the top-1 of both views is
+    # "consistent" whatever its p_B: when it is below tau no candidate passes (nothing beats
+    # the base's own top-1), and both hard modes emit that same token, so only the label
+    # changes; greedily, C[0] is emitted whenever it is the base's argmax.
     first = cand[:, 0]
     category = np.select(
         [(token == first) & (first == argmax_b), passed & (token == first), passed],
@@ -134,6 +105,21 @@ def dasd_sample(lb, lse_b, lr, lse_r, cfg: RuleConfig, rngs):
         default=HARD,
     )
     return token, category, cand, cand_pb
+
+
+def passing_draw(lr, lse_r, cand, ok, temperature: float, rngs) -> np.ndarray:
+    """Per row, the index of the passing candidate (`ok`) drawn with weights p_R^(1/T).
+    One uniform per row and step from the row's own Generator, whether or not a candidate
+    passes, so a sample's draws depend on its seed alone (rows with none passing take the
+    fallback, whatever is drawn here)."""
+    if rngs is None or len(rngs) != len(cand):
+        raise ValueError(f"sampling needs one random generator per row ({len(cand)} rows)")
+    u = np.array([rng.random() for rng in rngs])
+    rows = np.arange(len(cand))[:, None]
+    logw = np.where(ok, (lr[rows, cand].astype(np.float64) - lse_r[:, None]) / temperature, -np.inf)
+    logw[~ok.any(axis=1)] = 0.0
+    cum = np.cumsum(np.exp(logw - logw.max(axis=1, keepdims=True)), axis=1)
+    return np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), cand.shape[1] - 1)
 
 
 def hint_scores(lb, lse_b, lr, lse_r, phase: np.ndarray, beta: float) -> np.ndarray:
@@ -210,7 +196,7 @@ def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg
     `candidates`, every strategy reports the reference's top-K (the base's when there is
     no reference view) with both probabilities; dasd always does. With a sampling config
     (temperature > 0) every strategy samples, each row with its Generator in `rngs` (dasd:
-    dasd_sample)."""
+    among its passing candidates)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r} is not one of {STRATEGIES}")
     if logits_r is None and strategy != "base":
@@ -223,10 +209,8 @@ def choose(strategy: str, logits_b: np.ndarray, logits_r: np.ndarray | None, cfg
     argmax_r = None if logits_r is None else logits_r.argmax(axis=1)
     category = np.full(len(logits_b), NO_CATEGORY)
     cand = cand_pb = None
-    if strategy == "dasd" and sampled:
-        token, category, cand, cand_pb = dasd_sample(logits_b, lse_b, logits_r, lse_r, cfg, rngs)
-    elif strategy == "dasd":
-        token, category, cand, cand_pb = dasd_choice(logits_b, lse_b, logits_r, cfg)
+    if strategy == "dasd":
+        token, category, cand, cand_pb = dasd_choice(logits_b, lse_b, logits_r, cfg, lse_r, rngs)
     elif strategy == "self-distill":
         token = pick(logits_r) if sampled else argmax_r
     elif strategy == "base":

@@ -1,4 +1,4 @@
-"""`generate --samples N`: several DASD rewrites per problem (rules.dasd_sample) on the real
+"""`generate --samples N`: several DASD rewrites per problem (rules.dasd_choice's sampling form) on the real
 llama.cpp with the embedded model and real MATH problems: seeded samples that do not
 depend on the run, every token inside the rule's accepted set, the prompts shared from a
 sample's twin, resume per sample, and verify's --dedupe and per-problem yield."""
