@@ -26,6 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .records import problem_id_of
+
 HIGH_PPL = 2.5
 CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
 OVERLAP = ("top1_agree", "ref1_in_base3", "ref1_in_base6", "base3_in_ref3", "base3_in_ref6")
@@ -71,7 +73,7 @@ class Tally:
     def add(self, record: dict) -> None:
         self.records += 1
         correct = record.get("rewrite_correct", record.get("correct")) is True  # a replaced rewrite failed
-        pid = str(record.get("problem_id", record.get("id")))
+        pid = problem_id_of(record)
         self.problems.add(pid)
         self.sampled = self.sampled or "problem_id" in record
         if "correct" in record:

@@ -100,6 +100,11 @@ def jsonl_text(records: Iterable[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
+def problem_id_of(record: dict) -> str:
+    """The problem a record answers: its `problem_id` (one of `generate --samples`' samples), else its id."""
+    return str(record.get("problem_id", record.get("id")))
+
+
 class Appender:
     """An append-only JSONL file. Each line goes out in one os.write loop (no user-space
     buffer that a kill could cut mid-record or a later flush could replay) and, when a write

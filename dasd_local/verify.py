@@ -24,7 +24,7 @@ from .config import VerifyConfig  # noqa: F401  (callers import it from here too
 from .errors import ConfigError, InputError
 from .lock import one_writer
 from .published import sdft_rejects
-from .records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir
+from .records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir, problem_id_of
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -46,7 +46,7 @@ class Report:
 
     def add(self, record: dict, kept: bool) -> None:
         self.sampled = self.sampled or "problem_id" in record
-        pid = str(record.get("problem_id", record.get("id")))
+        pid = problem_id_of(record)
         self.problems[pid] = self.problems.get(pid, False) or bool(
             record["correct"] and record.get("response_source") != "reference")
         level = record.get("level")
@@ -155,8 +155,7 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
             result = judge(rec, verdict, cfg.on_fail)
             duplicate = False
             if result is not None and cfg.dedupe:
-                key = (str(result.get("problem_id", result.get("id"))),
-                       tuple(result.get("response_tokens") or ()) or result["response"])
+                key = (problem_id_of(result), tuple(result.get("response_tokens") or ()) or result["response"])
                 duplicate = key in seen
                 seen.add(key)
             report.duplicates += duplicate

@@ -49,11 +49,12 @@ def run(args, samples: int, out: Path) -> dict:
 
 def high_ppl(kept: list[dict], threshold: float) -> dict:
     """High-PPL token ratio of the kept responses, its bootstrap interval over problems."""
+    from dasd_local.records import problem_id_of
     from dasd_local.uncertainty import ratio_ci
 
     by_problem: dict[str, list[int]] = {}
     for rec in kept:
-        tally = by_problem.setdefault(str(rec.get("problem_id", rec["id"])), [0, 0])
+        tally = by_problem.setdefault(problem_id_of(rec), [0, 0])
         for step in rec.get("steps") or []:
             tally[0] += 1 / max(step["p_base"], 1e-300) > threshold
             tally[1] += 1
