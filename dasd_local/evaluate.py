@@ -56,11 +56,10 @@ def rejudge(task: Task, problems: list, done: dict[str, dict], path: Path, worke
     new verdicts (temp + rename); returns how many were judged. Lines of problems not in
     this run, and problems that never got an answer, are kept as they are."""
     again = [(p, done[p.id]) for p in problems if p.id in done and done[p.id].get("prediction") is not None]
-    with ThreadPoolExecutor(workers, thread_name_prefix="eval-rejudge") as pool:
-        verdicts = pool.map(lambda pair: task.verify(pair[1]["prediction"], {
-            **pair[0].fields, "finish_reason": pair[1].get("finish_reason")}), again)
-        for (p, line), verdict in zip(again, verdicts):
-            done[p.id] = {**line, "extracted": verdict.extracted, "correct": verdict.correct, "detail": verdict.detail}
+    verdicts = task.verify_many(((line["prediction"], {**p.fields, "finish_reason": line.get("finish_reason")})
+                                 for p, line in again), workers)
+    for (p, line), verdict in zip(again, verdicts):
+        done[p.id] = {**line, "extracted": verdict.extracted, "correct": verdict.correct, "detail": verdict.detail}
     atomic_write_text(path, jsonl_text(list(done.values())))
     return len(again)
 
