@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import config as C
-from .dataset_out import ExportConfig  # light: its heavy imports are inside functions
-from .distributed import RayConfig  # light: Ray is imported inside its functions
+from .export import ExportConfig  # light: its heavy imports are inside functions
+from .runner import RayConfig  # light: Ray is imported inside its functions
 from .errors import DasdError
 
 # Plain click help (rich_markup_mode=None): rich's help panels cut defaults and help
@@ -152,12 +152,12 @@ def view(
 ) -> None:
     """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
     if html is not None:
-        from .report import write_report
+        from .reporting.html import write_report
 
         t = write_report(path, html, model)
         typer.echo(f"wrote {html}: {t['problems']} problems, {t['tokens']} tokens")
         return
-    from .view import show
+    from .reporting.terminal import show
 
     show(path, id, candidates, limit, model)
 
@@ -185,7 +185,7 @@ def export_(
     """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
     import shlex
 
-    from .dataset_out import export
+    from .export import export
 
     argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
     argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
@@ -374,7 +374,7 @@ def score_(
     gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
 ) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
-    from .scoring import score_file
+    from .score import score_file
 
     args = dict(locals())
     m = score_file(inp, out, _pick(C.ScoreConfig, args), ray=_pick(RayConfig, args))

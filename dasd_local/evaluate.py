@@ -22,8 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .config import EvalConfig, eval_decode  # noqa: F401  (callers import them from here too)
-from .lock import one_writer
-from .records import Appender, atomic_write_text, jsonl_text, recover_jsonl
+from .store.lock import one_writer
+from .store.records import Appender, atomic_write_text, jsonl_text, recover_jsonl
 from .tasks import Task
 
 PREDICTIONS, SUMMARY = "predictions.jsonl", "summary.json"
@@ -98,9 +98,9 @@ class _Judge:
 
 def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, console) -> dict:
     """Decode `todo` (base view, greedy) and append each judged answer to `path`."""
-    from .decode_state import Failed
-    from .progress import DecodeProgress
-    from .session import DecodeSession
+    from .decoding.slots import Failed
+    from .store.progress import DecodeProgress
+    from .decoding.session import DecodeSession
 
     with DecodeSession(cfg, task, cfg.decode) as session, Appender(path) as out, \
             DecodeProgress("eval", len(todo), console) as bar:
@@ -120,7 +120,7 @@ def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, conso
 
 def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path, console, ray) -> dict:
     """The same on a Ray cluster: actors decode, answers stream back and are judged here."""
-    from .distributed import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
+    from .runner import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
 
     with Appender(path) as out:
         judge = _Judge(task, out, cfg.workers)
@@ -164,12 +164,12 @@ def score(lines: list[dict]) -> dict:
 def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a distributed.RayConfig);
     returns the summary, also written to summary.json."""
-    from .data import load_source
-    from .records import output_dir, versions
+    from .store.problems import load_source
+    from .store.records import output_dir, versions
 
     on_ray = ray is not None and ray.enabled
     if on_ray:
-        from .distributed import import_ray
+        from .runner import import_ray
 
         import_ray()
 
@@ -208,7 +208,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
 def _model_info(cfg: EvalConfig, stats: dict) -> dict:
     """The model's path and sha256 (on Ray, as the workers reported them: `stats`)."""
     from .models import resolve
-    from .records import sha256_file
+    from .store.records import sha256_file
 
     if "model" in stats:
         info = {}

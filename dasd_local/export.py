@@ -1,232 +1,277 @@
-"""A trained PEFT LoRA adapter, written as a llama.cpp GGUF LoRA adapter.
+"""`dasd-local export`: verified records out to other tools' formats, with a dataset card.
 
-Knows PEFT's adapter files (adapter_config.json + adapter_model.safetensors), the
-tensor names and shapes of the base GGUF, and llama.cpp's adapter conventions
-(src/llama-adapter.cpp and build_lora_mm in src/llama-graph.cpp):
+Formats (each under -o DIR, with README.md, the dataset card):
+- hf: a `datasets` dataset (`save_to_disk`; `datasets.load_from_disk(DIR)`);
+- parquet: `data/train-00000-of-00001.parquet`, the hub's layout;
+- prompt-completion: TRL's conversational prompt/completion JSONL (`train.jsonl`);
+- messages: TRL's conversational `messages` JSONL (`train.jsonl`);
+- sharegpt: `train.json` (`conversations` of `from`/`value` turns, `system`) and the
+  `dataset_info.json` entry LLaMA-Factory reads; Axolotl reads the same file.
+hf and parquet keep every provenance column (strategy, config, per-token steps with
+categories and probabilities; a step's candidates become {token, p_ref, p_base}) after
+the training column `messages`.
 
-- metadata: general.type = "adapter", general.architecture = the base model's
-  architecture (llama.cpp refuses a mismatch), adapter.type = "lora",
-  adapter.lora.alpha; llama.cpp scales B(Ax) by alpha / rank with rank = lora_b.ne[0],
-  the same alpha / r as PEFT.
-- tensors: `<base tensor name>.lora_a` / `.lora_b`. For a base weight with ggml shape
-  ne = [n_in, n_out], llama.cpp expects lora_a ne = [n_in, r] and lora_b
-  ne = [r, n_out]: as numpy arrays (r, n_in) and (n_out, r), which are exactly PEFT's
-  lora_A.weight and lora_B.weight. No transpose.
-- llama-architecture GGUFs store the rows of q and k permuted (convert_hf_to_gguf's
-  LlamaModel.permute, for llama.cpp's rope layout). The rows of B @ A follow the rows
-  of W, so B's rows get the same permutation and A stays as it is.
-
-Knows nothing about training. The base GGUF is only read (names, shapes, head counts).
+Only kept records are exported: those with `correct` true (verify's output); a record
+with `correct` false is dropped and counted, and a record never verified is an error.
+Chat turns are the base view's own: the optional system prompt of the run, the task's
+user message, the response; rendered through the model's chat template they give the
+record's `base_prompt` again. Knows the record layout and the formats; the card lives
+in card.py; knows nothing about models.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from .config import check_fields, one_of, setting
+from .errors import ConfigError, DasdError, InputError
+from .store.lock import one_writer
+from .store.records import read_jsonl, sidecar
 
-from .errors import ModelError
+FORMATS = ("hf", "parquet", "prompt-completion", "messages", "sharegpt")
 
-# GGUF architectures whose linear layers we can map, and whether their GGUF q/k rows
-# are permuted relative to the HF checkpoint (convert_hf_to_gguf: LlamaModel permutes,
-# Qwen2Model / Qwen3Model / Gemma2Model / Gemma3Model do not).
-ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "gemma2": False, "gemma3": False}
+SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}  # LLaMA-Factory's default tags
+MARKER = "<!-- written by dasd-local export -->"  # a directory holding it may be replaced
 
 
 @dataclass(frozen=True)
-class BaseGGUF:
-    """What export needs to know about the base model file."""
+class ExportConfig:
+    """`export`: kept records to another tool's format, with a dataset card."""
 
-    arch: str
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    shapes: dict[str, tuple[int, ...]]  # tensor name -> ggml ne (n_in first)
+    paths: tuple = setting((), "Verified records (`dasd-local verify` output).", lambda v: len(v) > 0,
+                           "at least one RUN.jsonl")
+    format: str = setting("hf", "hf | parquet | prompt-completion | messages | sharegpt", *one_of(*FORMATS),
+                          flag="--format")
+    out: Path = setting(Path("dasd-export"), "Output directory: the data files and README.md, the dataset card.",
+                        flag="--out")
+    push_to_hub: str | None = setting(None, "Also upload to this hub dataset repo (owner/name; the hub extra and a "
+                                      "token).", lambda v: v.count("/") == 1, "owner/name", flag="--push-to-hub")
+    license: str | None = setting(None, "Licence of the source data for the card (default: known for math, mbpp, "
+                                  "arc_challenge, the demo set).", flag="--license")
+    command: str = setting("", "The exact command line, for the card.")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
-def read_base(path: str | Path) -> BaseGGUF:
-    import gguf
+class HubError(DasdError):
+    """The hub push failed; the export itself is on disk."""
 
+
+@dataclass
+class Source:
+    """One input file: its kept records and what the pipeline left out before them."""
+
+    path: Path
+    records: int = 0
+    kept: list[dict] = field(default_factory=list)
+    dropped: int = 0  # correct false in this file
+    dropped_by_verify: int = 0  # wrong rewrites `verify --on-fail drop` already left out
+    malformed: list[str] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)  # the generation manifest, where found
+    verify: dict = field(default_factory=dict)  # verify's manifest, where found
+
+    @property
+    def system(self) -> str | None:
+        return (self.manifest.get("run") or {}).get("system")
+
+
+def _manifests(path: Path) -> tuple[dict, dict]:
+    """(generation manifest, verify manifest) beside a file; verify's carries its source's."""
+    p = sidecar(path, "manifest.json")
+    if not p.is_file():
+        return {}, {}
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError, KeyError) as e:  # bad magic, short or cut files
-        raise ModelError(f"{path}: not a readable GGUF file ({e})") from None
-    fields = reader.fields
-
-    def value(key: str, default=None):
-        return fields[key].contents() if key in fields else default
-
-    arch = value("general.architecture")
-    if arch is None:
-        raise ModelError(f"{path}: GGUF without general.architecture")
-    n_head = value(f"{arch}.attention.head_count", 0)
-    return BaseGGUF(
-        arch=arch,
-        n_layer=int(value(f"{arch}.block_count", 0)),
-        n_head=int(n_head),
-        n_head_kv=int(value(f"{arch}.attention.head_count_kv", n_head)),
-        shapes={t.name: tuple(int(n) for n in t.shape) for t in reader.tensors},
-    )
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{p}: not valid JSON ({e.msg}, line {e.lineno}); move it away to export without it") from None
+    if m.get("verb") == "verify":
+        return m.get("source_manifest") or {}, m
+    return m, {}
 
 
-def permute_rows(b: np.ndarray, n_head: int) -> np.ndarray:
-    """convert_hf_to_gguf's LlamaModel.permute on the output rows of B: within each
-    head, interleaved rope pairs (HF: first half / second half) become adjacent."""
-    rows = b.shape[0]
-    return b.reshape(n_head, 2, rows // n_head // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+def read_source(path: Path) -> Source:
+    """Kept records of one file; a record never verified is an error naming it."""
+    records, malformed = read_jsonl(Path(path))
+    src = Source(Path(path), records=len(records), malformed=malformed)
+    src.manifest, src.verify = _manifests(Path(path))
+    src.dropped_by_verify = (src.verify.get("counts") or {}).get("dropped", 0)
+    for n, rec in enumerate(records):
+        if "correct" not in rec:
+            raise InputError(f"{path}: record {rec.get('id', n)!r} has no field 'correct' "
+                             f"(not verified): run `dasd-local verify {path} -o KEPT.jsonl` first")
+        for key in ("task", "question", "response"):
+            if rec.get(key) is None:
+                raise InputError(f"{path}: record {rec.get('id', n)!r} has no field {key!r}")
+        if rec["correct"] is True:
+            src.kept.append(rec)
+        else:
+            src.dropped += 1
+    return src
 
 
-def _adapter_config(peft_dir: Path) -> dict:
-    path = peft_dir / "adapter_config.json"
-    if not path.exists():
-        raise ModelError(f"{peft_dir}: no adapter_config.json (not a PEFT adapter directory)")
-    cfg = json.loads(path.read_text())
-    unsupported = [k for k in ("use_dora", "rank_pattern", "alpha_pattern", "modules_to_save") if cfg.get(k)]
-    if cfg.get("peft_type", "LORA") != "LORA" or unsupported or cfg.get("bias", "none") != "none":
-        raise ModelError(f"{path}: only plain LoRA exports to llama.cpp (found {unsupported or cfg.get('peft_type')})")
-    return cfg
+def conversation(record: dict, system: str | None) -> list[dict]:
+    """The base view's chat turns and the response (the roles the chat template renders)."""
+    from .tasks import Problem, get_task
+
+    user = get_task(record["task"]).base_user(Problem(str(record["id"]), record["question"], ""))
+    head = [{"role": "system", "content": system}] if system else []
+    return head + [{"role": "user", "content": user}, {"role": "assistant", "content": record["response"]}]
 
 
-def _lora_pairs(peft_dir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """HF module name ('model.layers.0.self_attn.q_proj') -> {'A': (r, in), 'B': (out, r)}."""
-    from safetensors.torch import load_file  # torch tensors: bf16 has no numpy dtype
-
-    path = peft_dir / "adapter_model.safetensors"
-    if not path.exists():
-        raise ModelError(f"{peft_dir}: no adapter_model.safetensors")
-    pairs: dict[str, dict[str, np.ndarray]] = {}
-    for key, tensor in load_file(str(path)).items():
-        module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
-        if kind not in ("A.weight", "B.weight"):
-            raise ModelError(f"{path}: unexpected tensor {key!r} (only LoRA A/B weights export)")
-        pairs.setdefault(module, {})[kind[0]] = tensor.float().numpy()
-    return pairs
+def _typed_step(step: dict) -> dict:
+    """A step with its candidates as {token, p_ref, p_base} (a JSON triple mixes int and float)."""
+    if not step.get("candidates"):
+        return step
+    cands = [{"token": int(t), "p_ref": pr, "p_base": pb} for t, pr, pb in step["candidates"]]
+    return {**step, "candidates": cands}
 
 
-def _tensor_map(base: BaseGGUF):
-    import gguf
-
-    if base.arch not in ARCHITECTURES:
-        raise ModelError(f"architecture {base.arch!r} has no LoRA export (supported: {', '.join(ARCHITECTURES)})")
-    arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == base.arch)
-    return gguf.get_tensor_name_map(arch_id, base.n_layer)
-
-
-def gguf_name(module: str, n_in: int, n_out: int, tensor_map, base: BaseGGUF) -> str:
-    """The base GGUF tensor an HF linear module ('model.layers.0.self_attn.q_proj') maps
-    to, checked to have the module's shape."""
-    name = tensor_map.get_name(module + ".weight", try_suffixes=(".weight",))
-    if name is None or name not in base.shapes:
-        raise ModelError(f"LoRA module {module!r} has no tensor in the base GGUF ({base.arch}): wrong base model?")
-    if tuple(base.shapes[name][:2]) != (n_in, n_out):
-        have = base.shapes[name][:2]
-        raise ModelError(f"{module} (in {n_in}, out {n_out}) does not fit {name} (in {have[0]}, out {have[1]}): wrong base model?")
-    return name
+def full_row(record: dict, system: str | None) -> dict:
+    """hf / parquet: the training column first, then every field of the record."""
+    row = {"messages": conversation(record, system), **record}
+    if row.get("steps"):
+        row["steps"] = [_typed_step(s) for s in row["steps"]]
+    return row
 
 
-def check_fits(modules: dict[str, tuple[int, int]], base_gguf: str | Path) -> None:
-    """Fail early (before training) when LoRA'd modules {name: (in, out)} cannot be
-    exported onto `base_gguf`, e.g. an --hf-model that is not the GGUF's model."""
-    base = read_base(base_gguf)
-    tensor_map = _tensor_map(base)
-    for module, (n_in, n_out) in modules.items():
-        gguf_name(module, n_in, n_out, tensor_map, base)
+def light_meta(record: dict) -> dict:
+    return {k: record.get(k) for k in ("id", "task", "strategy", "response_source")}
 
 
-def gguf_tensors(pairs: dict, base: BaseGGUF, permute_qk: bool) -> dict[str, np.ndarray]:
-    """GGUF tensor name -> float32 array, shapes checked against the base weights."""
-    tensor_map = _tensor_map(base)
-    out: dict[str, np.ndarray] = {}
-    for module, ab in sorted(pairs.items()):
-        a, b = ab["A"], ab["B"]
-        if b.shape[1] != a.shape[0]:
-            raise ModelError(f"{module}: LoRA A{a.shape} and B{b.shape} do not chain")
-        name = gguf_name(module, a.shape[1], b.shape[0], tensor_map, base)
-        if permute_qk and name.endswith(".attn_q.weight"):
-            b = permute_rows(b, base.n_head)
-        elif permute_qk and name.endswith(".attn_k.weight"):
-            b = permute_rows(b, base.n_head_kv)
-        out[name + ".lora_a"] = np.ascontiguousarray(a, dtype=np.float32)
-        out[name + ".lora_b"] = np.ascontiguousarray(b, dtype=np.float32)
-    return out
+def trl_row(record: dict, system: str | None, fmt: str) -> dict:
+    turns = conversation(record, system)
+    if fmt == "messages":
+        return {"messages": turns, **light_meta(record)}
+    return {"prompt": turns[:-1], "completion": turns[-1:], **light_meta(record)}
 
 
-def export_adapter(peft_dir: str | Path, base_gguf: str | Path, out_path: str | Path, permute_qk: bool | None = None) -> Path:
-    """Write `out_path` (GGUF LoRA adapter for `base_gguf`) from a PEFT adapter directory.
-
-    `permute_qk` defaults to what the base architecture needs; it is a parameter so
-    that tests can show a wrong choice is detectable.
-    """
-    import gguf
-
-    peft_dir, out_path = Path(peft_dir), Path(out_path)
-    base = read_base(base_gguf)
-    cfg = _adapter_config(peft_dir)
-    # rsLoRA scales by alpha / sqrt(r); llama.cpp by alpha / r: fold the difference into alpha.
-    alpha = float(cfg["lora_alpha"]) * (float(cfg["r"]) ** 0.5 if cfg.get("use_rslora") else 1.0)
-    permute = ARCHITECTURES[base.arch] if permute_qk is None else permute_qk
-    tensors = gguf_tensors(_lora_pairs(peft_dir), base, permute)
-    if not tensors:
-        raise ModelError(f"{peft_dir}: the adapter holds no LoRA tensors")
-
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), base.arch)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
-    writer.add_name(f"{peft_dir.name} (LoRA r={cfg['r']}, alpha={cfg['lora_alpha']})")
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    return _finish(writer, tmp, out_path)
+def sharegpt_row(record: dict, system: str | None) -> dict:
+    turns = [{"from": SHAREGPT_ROLES[t["role"]], "value": t["content"]}
+             for t in conversation(record, system) if t["role"] != "system"]
+    return {"conversations": turns, "system": system or "", **light_meta(record)}
 
 
-def _finish(writer, tmp: Path, out_path: Path) -> Path:
-    """Write the GGUF to its temp file, then rename it into place (never a torn file)."""
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, out_path)
-    return out_path
+def columns_aligned(rows: list[dict]) -> list[dict]:
+    """Every row with every column, in first-seen order (datasets takes the first row's keys)."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in names} for r in rows]
 
 
-def _copy_metadata(reader, writer) -> None:
-    """Every key of the base GGUF except those the writer owns (as gguf_new_metadata does)."""
-    import gguf
+def arrow_table(rows: list[dict]):
+    """A pyarrow table of the rows; a column whose values have no common type (e.g. a level
+    that is 3 in one file and "Level ?" in another) is stored as JSON text instead."""
+    import pyarrow as pa
 
-    for f in reader.fields.values():
-        if f.name in ("general.architecture", "general.file_type") or f.name.startswith("GGUF."):
-            continue
-        vtype = f.types[0]
-        writer.add_key_value(f.name, f.contents(), vtype, sub_type=f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    rows = columns_aligned(rows)
+    names = list(rows[0]) if rows else []
+    arrays, as_json = [], []
+    for name in names:
+        values = [r[name] for r in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays.append(pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in values]))
+            as_json.append(name)
+    return pa.table(dict(zip(names, arrays))), as_json
 
 
-def write_merged(base_gguf: str | Path, out_path: str | Path, peft_dir: str | Path | None = None, dtype: str = "f16") -> Path:
-    """A standalone GGUF with the LoRA folded in (W + alpha / r * B @ A, in the GGUF's row
-    order), every matrix dequantized to f16 or f32 (vectors stay f32, as llama.cpp wants).
-    Without `peft_dir`: the dequantized base alone. llama.cpp's quantize tool turns the
-    result into a quantized model; this module does not quantize."""
-    import gguf
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
-    if dtype not in ("f16", "f32"):
-        raise ModelError(f"dtype = {dtype!r} is not allowed: expected f16 or f32")
-    reader, base = gguf.GGUFReader(str(base_gguf)), read_base(base_gguf)
-    lora, scale = {}, 0.0
-    if peft_dir is not None:
-        cfg = _adapter_config(Path(peft_dir))
-        scale = float(cfg["lora_alpha"]) / (float(cfg["r"]) ** 0.5 if cfg.get("use_rslora") else float(cfg["r"]))
-        lora = gguf_tensors(_lora_pairs(Path(peft_dir)), base, ARCHITECTURES[base.arch])
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), base.arch)
-    _copy_metadata(reader, writer)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
-    for t in reader.tensors:
-        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(n) for n in reversed(t.shape)])
-        if t.name + ".lora_a" in lora:
-            w = w + scale * (lora[t.name + ".lora_b"] @ lora[t.name + ".lora_a"])
-        writer.add_tensor(t.name, w.astype(np.float16) if dtype == "f16" and w.ndim > 1 else w)
-    return _finish(writer, tmp, out_path)
+
+def write_format(fmt: str, pairs: list[tuple[dict, str | None]], out: Path) -> dict:
+    """Write the rows of `fmt` into `out`; returns {'files': [...], 'json_columns': [...]}."""
+    if fmt in ("hf", "parquet"):
+        import datasets
+
+        datasets.disable_progress_bars()
+        table, as_json = arrow_table([full_row(r, s) for r, s in pairs])
+        ds = datasets.Dataset(table)
+        if fmt == "hf":
+            ds.save_to_disk(str(out))
+            return {"files": sorted(p.name for p in out.iterdir()), "json_columns": as_json}
+        (out / "data").mkdir()
+        ds.to_parquet(str(out / "data" / "train-00000-of-00001.parquet"))
+        return {"files": ["data/train-00000-of-00001.parquet"], "json_columns": as_json}
+    if fmt == "sharegpt":
+        rows = [sharegpt_row(r, s) for r, s in pairs]
+        (out / "train.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        info = {"dasd": {"file_name": "train.json", "formatting": "sharegpt",
+                         "columns": {"messages": "conversations", "system": "system"},
+                         "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human",
+                                  "assistant_tag": "gpt", "system_tag": "system"}}}
+        (out / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return {"files": ["train.json", "dataset_info.json"], "json_columns": []}
+    _write_jsonl(out / "train.jsonl", [trl_row(r, s, fmt) for r, s in pairs])
+    return {"files": ["train.jsonl"], "json_columns": []}
+
+
+def _check_target(out: Path, inputs: tuple[Path, ...]) -> None:
+    """Never overwrite anything but an earlier export (its README.md carries the marker)."""
+    if any(out.resolve() == Path(p).resolve().parent for p in inputs) and out.exists():
+        raise ConfigError(f"-o {out} holds an input file: choose an empty or new directory")
+    if out.is_file():
+        raise ConfigError(f"-o {out} is a file: expected a directory")
+    if out.is_dir() and any(out.iterdir()):
+        card = out / "README.md"
+        if not (card.is_file() and MARKER in card.read_text(encoding="utf-8", errors="replace")):
+            raise ConfigError(f"-o {out} is not empty and is no earlier export: choose an empty or new directory")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished `tmp` (the old export stays until the new one is whole)."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@one_writer(lambda cfg: cfg.out)
+def export(cfg: ExportConfig) -> dict:
+    """Write the kept records of every input in `cfg.format` with a card; push when asked.
+    Returns a summary (counts, files, the card's numbers); a failed push raises HubError
+    after everything is on disk."""
+    from .reporting.card import card_text, card_facts
+
+    out = Path(cfg.out)
+    _check_target(out, cfg.paths)
+    sources = [read_source(Path(p)) for p in cfg.paths]
+    pairs = [(r, s.system) for s in sources for r in s.kept]
+    if not pairs:
+        raise InputError(f"nothing to export: no record of {', '.join(str(p) for p in cfg.paths)} has correct = true")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    written = write_format(cfg.format, pairs, tmp)
+    facts = card_facts(cfg, sources, written)
+    (tmp / "README.md").write_text(card_text(facts, MARKER), encoding="utf-8")
+    _swap_in(tmp, out)
+    summary = {"out": str(out), "format": cfg.format, "files": ["README.md", *written["files"]], **facts["counts"]}
+    if cfg.push_to_hub:
+        push(out, cfg.push_to_hub)
+        summary["pushed"] = cfg.push_to_hub
+    return summary
+
+
+def push(folder: Path, repo: str) -> None:
+    """Upload the export folder as a hub dataset repo (the `hub` extra and a token)."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise HubError(f"--push-to-hub needs `pip install 'dasd-local[hub]'`; the export is in {folder}") from None
+    try:
+        api = HfApi()
+        api.create_repo(repo, repo_type="dataset", exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="dataset")
+    except Exception as e:  # network, auth, hub errors: one line, the local copy stays
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HubError(f"push to {repo} failed ({type(e).__name__}: {why}); the card and files are in {folder}") from None

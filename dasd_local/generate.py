@@ -14,9 +14,9 @@ import time
 from dataclasses import asdict
 
 from .config import DecodeConfig, RunConfig, resolved
-from .decode_state import Stats
-from .distributed import RayConfig  # light: Ray is imported inside its functions
-from .lock import one_writer
+from .decoding.slots import Stats
+from .runner import RayConfig  # light: Ray is imported inside its functions
+from .store.lock import one_writer
 
 
 @one_writer(lambda run, cfg, console=None, warn=None, ray=None: run.with_out(cfg.strategy).out)
@@ -24,13 +24,13 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
     """Run generation (here, or on a Ray cluster with `ray`); returns the manifest (also
     written beside the output). Input problems are shown through `warn` (default: stderr)
     before anything is decoded."""
-    from .data import load_source
-    from .fingerprint import claim
-    from .records import RunWriter, output_dir, versions
+    from .store.problems import load_source
+    from .store.fingerprint import claim
+    from .store.records import RunWriter, output_dir, versions
 
     on_ray = ray is not None and ray.enabled
     if on_ray:
-        from .distributed import import_ray
+        from .runner import import_ray
 
         import_ray()  # before the output is opened again: no Ray, nothing touched
     run = run.with_out(cfg.strategy)
@@ -79,9 +79,9 @@ def samples_of(problems: list, n: int) -> list:
 
 def _run_here(run: RunConfig, task, cfg: DecodeConfig, todo, writer, console) -> tuple[list[str], dict]:
     """Decode in this process: one DecodeSession."""
-    from .progress import decode_to, interrupted
-    from .records import sha256_file
-    from .session import DecodeSession
+    from .store.progress import decode_to, interrupted
+    from .store.records import sha256_file
+    from .decoding.session import DecodeSession
 
     session = DecodeSession(run, task, cfg)
     try:
@@ -99,7 +99,7 @@ def _run_here(run: RunConfig, task, cfg: DecodeConfig, todo, writer, console) ->
 
 def _run_on_ray(run: RunConfig, cfg: DecodeConfig, ray: RayConfig, todo, writer, console) -> tuple[list[str], dict]:
     """Decode on a Ray cluster's actor pool; records stream back and are written here."""
-    from .distributed import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
+    from .runner import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
 
     failed: list[str] = []
 
@@ -130,9 +130,9 @@ def _fingerprint(run: RunConfig, cfg: DecodeConfig, task, source, on_ray: bool =
     """What this output is made with. On Ray the driver need not hold the model: where it
     cannot resolve it, the model is fingerprinted by its name (the workers resolve it)."""
     from .errors import DasdError
-    from .fingerprint import make
+    from .store.fingerprint import make
     from .models import resolve
-    from .records import sha256_file
+    from .store.records import sha256_file
 
     try:
         model = sha256_file(resolve(run.model)[0])

@@ -23,8 +23,8 @@ class Evidence:
 
 
 def _records(paths: list[Path], level_field: str | None) -> list[list[dict]]:
-    from .evidence import relevel
-    from .records import read_jsonl
+    from .analysis.evidence import relevel
+    from .store.records import read_jsonl
 
     out = [read_jsonl(Path(p))[0] for p in paths]
     return [relevel(r, level_field) for r in out] if level_field else out
@@ -33,7 +33,7 @@ def _records(paths: list[Path], level_field: str | None) -> list[list[dict]]:
 def _nonempty(paths: list[Path]) -> tuple[list[Path], list[str]]:
     """Among several files, one without records is noted and left out (a pipeline's stage
     that kept nothing); a single file, or all of them empty, is the one-line error."""
-    from .records import read_jsonl
+    from .store.records import read_jsonl
 
     keep = [p for p in paths if not Path(p).is_file() or read_jsonl(Path(p))[0]]
     return (keep, [f"{p}: no records, left out" for p in paths if p not in keep]) if keep else (list(paths), [])
@@ -45,7 +45,7 @@ def sample_lines(found: list[dict]) -> list[str]:
     from the verify manifest beside it, which counted the dropped samples too)."""
     import json
 
-    from .records import sidecar
+    from .store.records import sidecar
 
     lines = []
     for f in found:
@@ -72,8 +72,8 @@ def report(paths: list[Path], threshold: float, compare: bool = False, overlap_c
     the figures when asked; returns the lines of records that were skipped."""
     from rich.console import Console
 
-    from . import evidence as ev
-    from .analysis import collect, needs_topk, report_tables, write_json, write_plots
+    from .analysis import evidence as ev
+    from .analysis.metrics import collect, needs_topk, report_tables, write_json, write_plots
 
     console = console or Console()
     paths, empty = _nonempty(paths)

@@ -35,7 +35,7 @@ from .errors import ConfigError, InputError, ModelError, WriteError
 
 
 def _write_json(path: Path, obj) -> None:
-    from .records import atomic_write_text
+    from .store.records import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -75,7 +75,7 @@ def open_run(run: Path, cfg: TrainConfig, create: bool = True) -> Path | None:
 def check_model(model, examples, gguf_path: Path) -> None:
     """Before training: every LoRA'd layer must map onto a tensor of the GGUF (so the
     adapter can be exported), and every token id must exist in the torch model."""
-    from .export import check_fits
+    from .training.gguf import check_fits
 
     check_fits({name.removeprefix("base_model.model."): (m.in_features, m.out_features)
                 for name, m in model.named_modules() if hasattr(m, "lora_A")}, gguf_path)
@@ -96,7 +96,7 @@ def _same_processes(run: Path, processes: int) -> None:
 def prepare_on_main(records, gguf_path: Path, cfg: TrainConfig, report, state):
     """Token ids (and --mask-ppl scores) through llama.cpp on the main process only; the
     other processes receive the examples and counts, or the error, and raise it too."""
-    from .train_data import prepare_examples
+    from .training.data import prepare_examples
 
     if state.num_processes == 1:
         return prepare_examples(records, gguf_path, cfg, report), report
@@ -120,8 +120,8 @@ def _prepare(cfg: TrainConfig, run: Path):
     import torch
 
     from .models import resolve
-    from .train_data import read_records
-    from .train_model import check_architecture, pick_backend
+    from .training.data import read_records
+    from .training.model import check_architecture, pick_backend
 
     backend = pick_backend(cfg.backend)  # fail before any weights are read; unsloth (GPU) is imported first
     from accelerate import PartialState
@@ -145,7 +145,7 @@ def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | 
     directory's lock for the whole run (one writer); the others only read it."""
     import contextlib
 
-    from .lock import output_lock
+    from .store.lock import output_lock
 
     rank0 = int(os.environ.get("RANK", "0")) == 0
     with output_lock(Path(cfg.out), directory=True) if rank0 else contextlib.nullcontext():
@@ -153,8 +153,8 @@ def train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | 
 
 
 def _train(cfg: TrainConfig, console=None, show_progress: bool = True) -> dict | None:
-    from .train_loop import callbacks, count_steps, make_trainer
-    from .train_model import load_model
+    from .training.loop import callbacks, count_steps, make_trainer
+    from .training.model import load_model
 
     run = Path(cfg.out)
     state, backend, gguf_path, ckpt, examples, report = _prepare(cfg, run)
@@ -193,8 +193,8 @@ def finish(trainer, run: Path, gguf_path: Path, cfg: TrainConfig, backend: str, 
            seconds: float) -> dict | None:
     """Final PEFT adapter (every process takes part: FSDP and DeepSpeed gather it) and,
     on the main process, its GGUF export, then the manifest (last)."""
-    from .export import export_adapter, write_merged
-    from .records import read_jsonl, sha256_file, versions
+    from .training.gguf import export_adapter, write_merged
+    from .store.records import read_jsonl, sha256_file, versions
 
     tmp = run / "adapter.tmp"
     if trainer.is_world_process_zero():

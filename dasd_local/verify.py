@@ -22,9 +22,9 @@ from typing import Iterator
 
 from .config import VerifyConfig  # noqa: F401  (callers import it from here too)
 from .errors import ConfigError, InputError
-from .lock import one_writer
-from .published import sdft_rejects
-from .records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir, problem_id_of
+from .store.lock import one_writer
+from .decoding.baselines import sdft_rejects
+from .store.records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir, problem_id_of
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")
@@ -174,7 +174,7 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
 def write_manifest(inp: Path, out: Path, task: Task, cfg: VerifyConfig, report: Report) -> None:
     """OUT.manifest.json: verify's counts and the input's own manifest (model, sha256, data),
     so the kept file still says where it came from (`export` writes them into its card)."""
-    from .records import atomic_write_text, sidecar
+    from .store.records import atomic_write_text, sidecar
 
     n, correct, kept = report.totals()
     source = sidecar(inp, "manifest.json")

@@ -48,7 +48,7 @@ def model_path(args) -> Path:
 
 def problems(args):
     """The first --problems of --data (MATH train, or MBPP train with --task code)."""
-    from dasd_local.data import load_problems
+    from dasd_local.store.problems import load_problems
     from dasd_local.tasks import get_task
 
     task = get_task(args.task)
@@ -65,8 +65,8 @@ def child_greedy(args) -> dict:
     import llama_cpp
     import numpy as np
 
-    from dasd_local.engine import Engine, EngineConfig, open_llama
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.decoding.engine import Engine, EngineConfig, open_llama
+    from dasd_local.decoding.views import ViewBuilder
 
     path = model_path(args)
     task, probs = problems(args)
@@ -99,7 +99,7 @@ def child_greedy(args) -> dict:
 
 def child_dasd(args) -> dict:
     from dasd_local.config import DecodeConfig, EngineOptions, parse_batch
-    from dasd_local.session import DecodeSession
+    from dasd_local.decoding.session import DecodeSession
 
     task, probs = problems(args)
     cfg = DecodeConfig(strategy=args.strategy, batch=parse_batch(args.batch), max_new_tokens=args.max_new_tokens,
@@ -125,7 +125,7 @@ def child_dasd(args) -> dict:
 
 def child_ceiling(args) -> dict:
     """Forward tokens/s of one large batch (prompt-style prefill): what the hardware allows."""
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.decoding.engine import Engine, EngineConfig
 
     n, path = 512, model_path(args)
     with Engine(path, EngineConfig(n_ctx=4 * n, n_seq_max=1, n_batch=n, n_ubatch=n, n_threads=args.threads or None,
@@ -147,10 +147,10 @@ def child_hf(args) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dasd_local import rules
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.decoding import rules
+    from dasd_local.decoding.engine import Engine, EngineConfig
     from dasd_local.models import resolve
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.decoding.views import ViewBuilder
 
     path = resolve(None)[0]
     task, probs = problems(args)

@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def child(args) -> dict:
     from dasd_local.config import DecodeConfig, RunConfig
-    from dasd_local.distributed import RayConfig
+    from dasd_local.runner import RayConfig
     from dasd_local.generate import generate
 
     cfg = DecodeConfig(max_new_tokens=args.max_new_tokens, batch=args.batch)

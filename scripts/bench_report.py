@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=2000)
     ap.add_argument("--tokens", type=int, default=512)
     args = ap.parse_args()
-    from dasd_local.report import PAGE_SIZE, write_report
+    from dasd_local.reporting.html import PAGE_SIZE, write_report
 
     browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
     if browser is None:

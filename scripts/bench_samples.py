@@ -30,7 +30,7 @@ def run(args, samples: int, out: Path) -> dict:
     """Generate + verify --dedupe; the kept records and the numbers of the line."""
     from dasd_local.config import DecodeConfig, RunConfig, VerifyConfig
     from dasd_local.generate import generate
-    from dasd_local.records import read_jsonl
+    from dasd_local.store.records import read_jsonl
     from dasd_local.verify import verify_file
 
     started = time.time()
@@ -49,8 +49,8 @@ def run(args, samples: int, out: Path) -> dict:
 
 def high_ppl(kept: list[dict], threshold: float) -> dict:
     """High-PPL token ratio of the kept responses, its bootstrap interval over problems."""
-    from dasd_local.records import problem_id_of
-    from dasd_local.uncertainty import ratio_ci
+    from dasd_local.store.records import problem_id_of
+    from dasd_local.analysis.intervals import ratio_ci
 
     by_problem: dict[str, list[int]] = {}
     for rec in kept:

@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dasd_local.engine import Engine, EngineConfig
+from dasd_local.decoding.engine import Engine, EngineConfig
 from dasd_local.models import resolve
-from dasd_local.prompts import ViewBuilder
+from dasd_local.decoding.views import ViewBuilder
 from dasd_local.tasks import Problem, get_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -99,7 +99,7 @@ def write_f16(name: str, out: Path, tokenizer: Path, seed: int = 0) -> None:
 def quantize(src: Path, dst: Path, ftype: str, threads: int) -> None:
     import llama_cpp
 
-    from dasd_local.engine import _quiet_llama
+    from dasd_local.decoding.engine import _quiet_llama
 
     _quiet_llama()  # a line per tensor otherwise
     params = llama_cpp.llama_model_quantize_default_params()

@@ -263,7 +263,7 @@ def _levels(summaries: list[dict | None], key: str) -> list[str]:
 
 def records(path: Path) -> list[dict]:
     """The records of a JSONL file (none when it does not exist yet)."""
-    from dasd_local.records import read_jsonl
+    from dasd_local.store.records import read_jsonl
 
     return read_jsonl(path)[0] if path.exists() else []
 
@@ -280,7 +280,7 @@ def verdicts(a, names: list[str]) -> dict[str, dict[str, bool]]:
 
 def interval(passed: dict[str, bool], seed: int) -> dict | None:
     """pass@1 with its 95% bootstrap interval over problems."""
-    from dasd_local.uncertainty import ratio_ci
+    from dasd_local.analysis.intervals import ratio_ci
 
     if not passed:
         return None
@@ -291,7 +291,7 @@ def interval(passed: dict[str, bool], seed: int) -> dict | None:
 def paired(a_passed: dict[str, bool], b_passed: dict[str, bool], seed: int) -> dict | None:
     """pass@1(b) - pass@1(a) over the problems both were judged on, with a 95% paired
     bootstrap interval (the problems resampled jointly) and the per-problem disagreements."""
-    from dasd_local.uncertainty import paired_diff
+    from dasd_local.analysis.intervals import paired_diff
 
     ids = [i for i in a_passed if i in b_passed]
     if not ids:

@@ -13,8 +13,8 @@ import numpy as np
 def held_out_prompts(model_path: Path, data_dir: Path, n: int = 4, solution_chars: int = 240) -> list[list[int]]:
     """MATH *test* problems (never trained on) as base-view prompts followed by the start of
     their gold solution, so positions cover both prompt and response-like text."""
-    from dasd_local.engine import Engine
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.decoding.engine import Engine
+    from dasd_local.decoding.views import ViewBuilder
     from dasd_local.tasks import Problem, get_task
 
     task = get_task("math")
@@ -43,7 +43,7 @@ def llama_logprobs(gguf: Path, prompts: list[list[int]], adapter: Path | None = 
     quantize activations differently. Measured on Gemma 3 270M with a random LoRA: the same
     KL to torch either way (0.0062 repacked, 0.0055 not), but 6 of 50 top-1 flips instead of
     2, all at near-ties (torch margins 0.03-0.18 nats against a median of 1.31)."""
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.decoding.engine import Engine, EngineConfig
 
     out = []
     cfg = EngineConfig(n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=1, cpu_weights="plain")
@@ -79,8 +79,8 @@ def scaled_random_lora(gguf: Path, out_dir: Path, r: int, scale: float):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    from dasd_local.export import export_adapter
-    from dasd_local.train_model import LINEAR
+    from dasd_local.training.gguf import export_adapter
+    from dasd_local.training.model import LINEAR
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,

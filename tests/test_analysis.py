@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dasd_local import analysis
+from dasd_local.analysis import metrics as analysis
 from dasd_local.errors import ConfigError
 
 TOL = 0.1  # llama.cpp's batch-shape numerics (DESIGN.md section 6)
@@ -115,8 +115,8 @@ def short_rows(data_dir):
 @pytest.fixture(scope="module")
 def run(model_path, short_rows, tmp_path_factory):
     """A DASD run with candidates, written like `dasd-local generate` writes it."""
-    from dasd_local.decode import DecodeConfig, Decoder
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.decoding.loop import DecodeConfig, Decoder
+    from dasd_local.decoding.engine import Engine, EngineConfig
     from dasd_local.tasks import Problem
     from dasd_local.tasks.math import MathTask
 
@@ -228,7 +228,7 @@ def test_scoring_pass_reproduces_recorded_probabilities(run, scored):
 
 
 def test_scoring_a_gold_solution(model_path, short_rows, tmp_path):
-    from dasd_local.scoring import ScoreConfig, score_file
+    from dasd_local.score import ScoreConfig, score_file
 
     inp = tmp_path / "rows.jsonl"
     inp.write_text(json.dumps(short_rows[0]) + "\n")
@@ -246,7 +246,7 @@ def test_scoring_a_gold_solution(model_path, short_rows, tmp_path):
 
 
 def test_rescoring_in_memory_matches_the_scoring_pass(run, scored, model_path):
-    from dasd_local.scoring import ScoreConfig, has_topk, with_topk
+    from dasd_local.score import ScoreConfig, has_topk, with_topk
 
     _, records = run
     _, rescored = scored

@@ -11,7 +11,7 @@ import typer
 
 from dasd_local import config as C
 from dasd_local.cli import app
-from dasd_local.distributed import RayConfig
+from dasd_local.runner import RayConfig
 from dasd_local.errors import ConfigError
 
 # the config classes behind each command's options; an option none of them declares must

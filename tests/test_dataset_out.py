@@ -98,8 +98,8 @@ def test_sharegpt_round_trip(arc_run, tmp_path):
 def test_chat_turns_render_to_the_runs_own_prompt(arc_run, model_path, tmp_path):
     """The user turn (and system turn, if any) through the GGUF's chat template is exactly
     the base view the model decoded from."""
-    from dasd_local.engine import Engine, EngineConfig
-    from dasd_local.prompts import render_chat
+    from dasd_local.decoding.engine import Engine, EngineConfig
+    from dasd_local.decoding.views import render_chat
 
     assert export([arc_run["kept"]], "messages", tmp_path / "m").returncode == 0
     rows = read_jsonl(tmp_path / "m" / "train.jsonl")
@@ -114,7 +114,7 @@ def test_chat_turns_render_to_the_runs_own_prompt(arc_run, model_path, tmp_path)
 def test_card_numbers_equal_stats(arc_run, model_path, verdicts, tmp_path):
     from huggingface_hub import DatasetCard
 
-    from dasd_local.records import sha256_file
+    from dasd_local.store.records import sha256_file
 
     kept = arc_run["kept"]
     assert export([kept], "parquet", tmp_path / "out").returncode == 0

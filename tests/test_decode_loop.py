@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dasd_local import rules
-from dasd_local.decode import PREFILL_CHUNK, DecodeConfig, Decoder, Failed
+from dasd_local.decoding import rules
+from dasd_local.decoding.loop import PREFILL_CHUNK, DecodeConfig, Decoder, Failed
 from dasd_local.tasks import Problem
 from dasd_local.tasks.math import MathTask
 
@@ -188,7 +188,7 @@ def test_published_hint_stops_on_repetition_at_a_multiple_of_100():
 def test_peak_cells_is_what_the_cache_held(unified):
     """Stats.peak_cells (the live KV that bench_generate's memory bound uses) counts the
     cells the fake cache really held: a unified cache stores copied prefixes once."""
-    from dasd_local.decode_state import Stats
+    from dasd_local.decoding.slots import Stats
 
     eng, stats = FakeEngine(FakeConfig(kv_unified=unified, n_seq_max=8)), Stats()
     list(Decoder(eng, MathTask(), DecodeConfig(batch=4, max_new_tokens=20), stats=stats).run(problems(9)))

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from dasd_local.data import load_problems
-from dasd_local.decode import DecodeConfig, Decoder
-from dasd_local.engine import Engine, EngineConfig
+from dasd_local.store.problems import load_problems
+from dasd_local.decoding.loop import DecodeConfig, Decoder
+from dasd_local.decoding.engine import Engine, EngineConfig
 from dasd_local.tasks.code import CodeTask
 from dasd_local.tasks.math import MathTask
 

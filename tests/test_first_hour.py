@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from dasd_local.data import load_problems
+from dasd_local.store.problems import load_problems
 from dasd_local.errors import ConfigError, InputError, OutputError
 from dasd_local.tasks import FieldMap, get_task
 from dasd_local.tasks.math import answer_phrase
@@ -58,7 +58,7 @@ def test_the_answer_format_is_a_task_option_used_by_instruction_and_check():
 
 
 def test_demo_solutions_end_in_the_demo_format():
-    from dasd_local.demo import ANSWER_FORMAT, demo_rows
+    from dasd_local.store.demo import ANSWER_FORMAT, demo_rows
 
     task = get_task("math", ANSWER_FORMAT)
     rows = demo_rows()
@@ -69,7 +69,7 @@ def test_demo_solutions_end_in_the_demo_format():
 # ---- the fingerprint -----------------------------------------------------------------
 
 def _fingerprint(tmp_path: Path, **rule) -> dict:
-    from dasd_local import fingerprint
+    from dasd_local.store import fingerprint
 
     data = tmp_path / "in.jsonl"
     if not data.exists():
@@ -80,7 +80,7 @@ def _fingerprint(tmp_path: Path, **rule) -> dict:
 
 
 def test_a_changed_run_stops_at_the_fingerprint(tmp_path):
-    from dasd_local.fingerprint import claim
+    from dasd_local.store.fingerprint import claim
 
     out = tmp_path / "out.jsonl"
     claim(out, _fingerprint(tmp_path))
@@ -98,7 +98,7 @@ def test_a_changed_run_stops_at_the_fingerprint(tmp_path):
 
 
 def test_records_without_a_fingerprint_are_not_resumed(tmp_path):
-    from dasd_local.fingerprint import claim
+    from dasd_local.store.fingerprint import claim
 
     out = tmp_path / "old.jsonl"
     out.write_text('{"id": "0"}\n')
@@ -150,7 +150,7 @@ def test_every_task_names_its_schema():
 # ---- paths and files -----------------------------------------------------------------
 
 def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path):
-    from dasd_local.records import output_dir
+    from dasd_local.store.records import output_dir
 
     (tmp_path / "file.jsonl").write_text("")
     with pytest.raises(OutputError, match=r"^--out .*file.jsonl/out.jsonl: cannot create the directory .*is a file$"):
@@ -162,7 +162,7 @@ def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path):
 
 
 def test_view_of_an_empty_file_is_one_error(tmp_path):
-    from dasd_local.view import show
+    from dasd_local.reporting.terminal import show
 
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(InputError, match=r"empty.jsonl: no records \(the file is empty\)"):
@@ -182,7 +182,7 @@ def test_models_at_80_columns_keep_whole_names():
 
 
 def test_progress_at_80_columns_keeps_count_and_time():
-    from dasd_local.progress import DecodeProgress
+    from dasd_local.store.progress import DecodeProgress
 
     stats = SimpleNamespace(categories={"consistent": 90, "reserved": 5, "base_selected": 3, "hard": 2},
                             emitted=100, rows=400, decode_calls=30, accepted=0, drafted=0)
@@ -197,7 +197,7 @@ def test_progress_at_80_columns_keeps_count_and_time():
 
 
 def test_view_at_80_columns_keeps_the_counts_and_legend(tmp_path):
-    from dasd_local.view import show
+    from dasd_local.reporting.terminal import show
 
     steps = [{"text": w, "category": c, "p_base": 0.9} for w, c in
              [("The", "consistent"), (" answer", "reserved"), (" is", "base_selected"), (" 5.", "hard")] * 30]
@@ -211,7 +211,7 @@ def test_view_at_80_columns_keeps_the_counts_and_legend(tmp_path):
 
 
 def test_stats_at_80_columns_name_files_by_path_and_explain_filtered(tmp_path):
-    from dasd_local.analysis import collect, report_tables
+    from dasd_local.analysis.metrics import collect, report_tables
 
     steps = [{"text": "x", "category": c, "p_base": 0.5} for c in ("consistent", "reserved", "base_selected", "hard")]
     path = tmp_path / "runs" / "demo-dasd.jsonl"
@@ -239,7 +239,7 @@ def test_verify_reads_answers_in_the_records_format(tmp_path):
 
 @pytest.mark.parametrize("verb", ["verify", "stats"])
 def test_an_empty_record_file_is_one_error(tmp_path, verb):
-    from dasd_local.analysis import collect
+    from dasd_local.analysis.metrics import collect
     from dasd_local.verify import VerifyConfig, verify_file
 
     (tmp_path / "e.jsonl").write_text("\n")
@@ -252,8 +252,8 @@ def test_an_empty_record_file_is_one_error(tmp_path, verb):
 
 def test_ctrl_c_while_decoding_keeps_what_is_written(tmp_path):
     from dasd_local.errors import Interrupted
-    from dasd_local.progress import decode_to
-    from dasd_local.records import RunWriter
+    from dasd_local.store.progress import decode_to
+    from dasd_local.store.records import RunWriter
 
     def run(todo, on_step):
         yield {"id": "a"}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dasd_local.data import load_problems
-from dasd_local.decode import DecodeConfig, Decoder, Failed
-from dasd_local.engine import Engine, EngineConfig
-from dasd_local.score import score
+from dasd_local.store.problems import load_problems
+from dasd_local.decoding.loop import DecodeConfig, Decoder, Failed
+from dasd_local.decoding.engine import Engine, EngineConfig
+from dasd_local.decoding.forcing import score
 from dasd_local.tasks.math import MathTask
 
 TOL = 0.1
@@ -133,7 +133,7 @@ def llama(model_path):
     """llama-cpp-python's high-level Llama: an independent greedy decoder (same numerics
     settings: flash attention, 32-token micro-batches; the engine's weight placement, so
     it neither crashes on AMX nor runs other kernels than the engine it checks)."""
-    from dasd_local.engine import open_llama
+    from dasd_local.decoding.engine import open_llama
 
     llm, _ = open_llama(model_path, n_ctx=2048, n_ubatch=32, flash_attn=True, logits_all=True, verbose=False)
     yield llm

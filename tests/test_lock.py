@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from dasd_local.errors import WriteError
-from dasd_local.lock import LockedError, acquire, lock_path, output_lock, release
-from dasd_local.records import Appender, RunWriter, atomic_write_text, recover_jsonl, sidecar
+from dasd_local.store.lock import LockedError, acquire, lock_path, output_lock, release
+from dasd_local.store.records import Appender, RunWriter, atomic_write_text, recover_jsonl, sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def holder(out: Path, directory: bool = False) -> subprocess.Popen:
     """Another process that takes the lock of `out` and sleeps; returns once it holds it."""
     code = textwrap.dedent(f"""
         import sys, time
-        from dasd_local.lock import acquire
+        from dasd_local.store.lock import acquire
         acquire({str(out)!r}, {directory})
         print("held", flush=True)
         time.sleep(60)
@@ -86,7 +86,7 @@ def test_each_verb_takes_the_lock_before_any_work(tmp_path):
     from dasd_local.config import DecodeConfig, EvalConfig, RunConfig, ScoreConfig, TrainConfig, VerifyConfig
     from dasd_local.evaluate import evaluate
     from dasd_local.generate import generate
-    from dasd_local.scoring import score_file
+    from dasd_local.score import score_file
     from dasd_local.train import train
     from dasd_local.verify import verify_file
 

@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 
-from dasd_local import published as P
-from dasd_local.prompts import render_chat
+from dasd_local.decoding import baselines as P
+from dasd_local.decoding.views import render_chat
 
 # Run_HD_example.py's SHADOW_SYSTEM_PROMPT_QWEN2 and INPUTPROMPT as written in its source;
 # Python reads them (escapes included) as literal_eval does.
@@ -184,8 +184,8 @@ def test_hinted_analysis_is_cut_at_the_last_cot_mark():
 
 
 def test_views_of_the_published_forms_through_the_real_chat_template(model_path):
-    from dasd_local.engine import Engine, EngineConfig
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.decoding.engine import Engine, EngineConfig
+    from dasd_local.decoding.views import ViewBuilder
     from dasd_local.tasks import Problem, get_task
 
     task = get_task("math")
@@ -220,7 +220,7 @@ def short_problems(data_dir):
 
 def _published_run(model_path, task, problems, **kw):
     from dasd_local.config import DecodeConfig, EngineOptions
-    from dasd_local.session import DecodeSession
+    from dasd_local.decoding.session import DecodeSession
 
     cfg = DecodeConfig(baseline_form="published", max_new_tokens=12, **kw)
     with DecodeSession(EngineOptions(model=str(model_path), threads=1), task, cfg) as session:
@@ -246,7 +246,7 @@ def test_a_seeded_sampled_run_repeats_exactly(model_path, short_problems):
 def test_published_hint_runs_its_analysis_pre_pass(model_path, short_problems):
     """The shadow prompt is continued with the model's own analysis up to its last "# CoT";
     a problem whose pre-pass wrote none is skipped with that reason, as the authors skip it."""
-    from dasd_local.decode_state import Failed
+    from dasd_local.decoding.slots import Failed
 
     task, problems = short_problems
     out = _published_run(model_path, task, problems, strategy="hint", seed=1, batch=3, hint_analysis_tokens=24)

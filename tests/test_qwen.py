@@ -143,7 +143,7 @@ def test_qwen2_gguf_adapter_matches_peft(tmp_path):
     linear layer in PEFT against the exported GGUF adapter in llama.cpp on the Q4_K_M file."""
     from lora_check import adapter_parity, scaled_random_lora
 
-    from dasd_local.engine import Engine
+    from dasd_local.decoding.engine import Engine
     from dasd_local.models import resolve
 
     path, _ = resolve(MODEL)

@@ -96,7 +96,7 @@ def test_one_coloured_span_per_token_with_its_category_class(report, tmp_path):
 
 @needs_browser
 def test_hover_shows_the_candidates_with_p_r_p_b_and_rank(report, model_path):
-    from dasd_local.engine import Engine, EngineConfig
+    from dasd_local.decoding.engine import Engine, EngineConfig
 
     path, records = report
     step = next((i, s) for i, s in enumerate(records[0]["steps"]) if s["category"] != "consistent")
@@ -121,7 +121,7 @@ def test_filters_by_verification_and_category(report):
 
 def test_large_runs_are_paged(report, tmp_path):
     """A 60-problem file renders 25 problems per page, and the last page holds the rest."""
-    from dasd_local.report import PAGE_SIZE, write_report
+    from dasd_local.reporting.html import PAGE_SIZE, write_report
 
     _, records = report
     many = [{**records[i % len(records)], "id": f"p{i}"} for i in range(60)]
@@ -136,7 +136,7 @@ def test_large_runs_are_paged(report, tmp_path):
 
 def test_markup_in_tokens_stays_text(report, tmp_path):
     """Token text such as '</script><!--' cannot end the embedded data or inject markup."""
-    from dasd_local.report import write_report
+    from dasd_local.reporting.html import write_report
 
     _, records = report
     rec = {**records[0], "steps": [{**records[0]["steps"][0], "text": "</script><!--<b>x</b>"}, *records[0]["steps"][1:]]}

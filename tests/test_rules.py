@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dasd_local import rules
-from dasd_local.rules import BASE_SELECTED, CONSISTENT, HARD, RESERVED, RuleConfig, choose
+from dasd_local.decoding import rules
+from dasd_local.decoding.rules import BASE_SELECTED, CONSISTENT, HARD, RESERVED, RuleConfig, choose
 
 V = 10
 

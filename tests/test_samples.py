@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from dasd_local.data import load_problems
-from dasd_local.decode import DecodeConfig, Decoder
-from dasd_local.engine import Engine, EngineConfig
+from dasd_local.store.problems import load_problems
+from dasd_local.decoding.loop import DecodeConfig, Decoder
+from dasd_local.decoding.engine import Engine, EngineConfig
 from dasd_local.errors import ConfigError
 from dasd_local.generate import samples_of
 from dasd_local.tasks.math import MathTask
@@ -66,7 +66,7 @@ def replay(model_path, records: dict, tau: float = 0.2, k: int = 6, tol: float =
     """The independent audit: both views teacher-forced on a fresh engine find every sampled
     token inside the rule's accepted set, a reference top-K candidate the base view finds
     plausible, or the reference's top-1 where none is (within the kernels' tolerance)."""
-    from dasd_local.score import score
+    from dasd_local.decoding.forcing import score
 
     with Engine(model_path, EngineConfig(n_ctx=2048, n_seq_max=1, n_ubatch=32)) as fresh:
         for rec in records.values():

@@ -4,8 +4,8 @@ does), and each block's records equal those of a fresh session. Real model, tiny
 from __future__ import annotations
 
 from dasd_local.config import DecodeConfig, EngineOptions
-from dasd_local.data import load_problems
-from dasd_local.session import DecodeSession
+from dasd_local.store.problems import load_problems
+from dasd_local.decoding.session import DecodeSession
 from dasd_local.tasks.math import MathTask
 
 
@@ -33,7 +33,7 @@ class _Cells:
 
 
 def test_auto_batch_takes_the_device_ceiling_then_what_the_split_cache_holds(monkeypatch):
-    import dasd_local.session as session
+    import dasd_local.decoding.session as session
     from dasd_local.config import AUTO_BATCH
 
     monkeypatch.setattr(session, "kv_budget", lambda: 1 << 30)

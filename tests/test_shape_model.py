@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dasd_local.engine import Engine, EngineConfig, K_QUANT_FTYPES, gguf_file_type
+from dasd_local.decoding.engine import Engine, EngineConfig, K_QUANT_FTYPES, gguf_file_type
 from dasd_local.models import resolve
 
 REPO = Path(__file__).resolve().parents[1]

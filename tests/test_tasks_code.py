@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dasd_local.data import load_problems
+from dasd_local.store.problems import load_problems
 from dasd_local.tasks import FieldMap, get_task
 from dasd_local.tasks.code import CodeTask, build_program, entry_point, extract_code
 from dasd_local.tasks.sandbox import NOBODY, Limits, run_python

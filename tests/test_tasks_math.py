@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dasd_local.data import load_problems
+from dasd_local.store.problems import load_problems
 from dasd_local.tasks import FieldMap, get_task
 from dasd_local.tasks.math import MathTask, clean_notation, last_boxed, normalize
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dasd_local.data import load_problems
+from dasd_local.store.problems import load_problems
 from dasd_local.errors import InputError
 from dasd_local.tasks import FieldMap, get_task
 from dasd_local.tasks.mcq import McqTask, extract_label

@@ -16,9 +16,9 @@ from lora_check import compare, held_out_prompts, llama_logprobs, torch_logprobs
 
 from dasd_local.errors import ConfigError, InputError, ModelError
 from dasd_local.train import TrainConfig, train
-from dasd_local.train_data import IGNORE, DataReport, make_example, prepare_examples, read_records
-from dasd_local.train_loop import count_steps, training_args
-from dasd_local.train_model import token_nll
+from dasd_local.training.data import IGNORE, DataReport, make_example, prepare_examples, read_records
+from dasd_local.training.loop import count_steps, training_args
+from dasd_local.training.model import token_nll
 
 N_RECORDS, INCORRECT = 20, {"3", "8", "13", "18"}  # 16 records kept
 
@@ -44,8 +44,8 @@ def _incremental_p_base(engine, prompt: list[int], response: list[int]) -> list[
 def records_path(model_path, data_dir, tmp_path_factory):
     """Generation-like records from real MATH train problems: base-view prompt tokens, the
     first 24 tokens of the gold solution as the response, per-token p_base, 4 marked wrong."""
-    from dasd_local.engine import Engine, EngineConfig
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.decoding.engine import Engine, EngineConfig
+    from dasd_local.decoding.views import ViewBuilder
     from dasd_local.tasks import Problem, get_task
 
     task = get_task("math")
@@ -144,8 +144,8 @@ def test_logits_of_prompt_positions_are_skipped_without_changing_the_loss():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from dasd_local.train_data import Example
-    from dasd_local.train_model import collate, forward_logits
+    from dasd_local.training.data import Example
+    from dasd_local.training.model import collate, forward_logits
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -168,8 +168,8 @@ def test_chunked_loss_gives_the_full_loss_and_gradient(monkeypatch, profit):
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from dasd_local.train_data import Example
-    from dasd_local.train_model import collate, kept_nll
+    from dasd_local.training.data import Example
+    from dasd_local.training.model import collate, kept_nll
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -261,8 +261,8 @@ def test_mask_ppl_scores_records_without_probabilities(records_path, model_path)
 
 
 def test_text_only_records_are_tokenized_through_the_chat_template(tmp_path, model_path):
-    from dasd_local.engine import Engine
-    from dasd_local.prompts import ViewBuilder
+    from dasd_local.decoding.engine import Engine
+    from dasd_local.decoding.views import ViewBuilder
 
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps({"id": "a", "question": "What is 2+2?", "response": "2+2 = 4."}) + "\n")
@@ -360,7 +360,7 @@ def test_run_directory_describes_itself(trained):
 
 @pytest.mark.slow
 def test_training_lowers_the_loss_on_its_own_data(trained, peft_model, records_path, model_path):
-    from dasd_local.train_model import mean_loss
+    from dasd_local.training.model import mean_loss
 
     records, report = read_records(records_path)
     examples = prepare_examples(records, model_path, _config(records_path, "unused"), report)[:8]
@@ -373,7 +373,7 @@ def test_training_lowers_the_loss_on_its_own_data(trained, peft_model, records_p
 
 @pytest.mark.slow
 def test_trained_gguf_adapter_matches_peft_and_changes_llama_cpp(trained, peft_model, model_path, data_dir, tmp_path):
-    from dasd_local.export import write_merged
+    from dasd_local.training.gguf import write_merged
 
     prompts = held_out_prompts(model_path, data_dir, n=3)
     peft = torch_logprobs(peft_model, prompts)
@@ -438,8 +438,8 @@ def test_hf_model_from_a_local_checkpoint(records_path, model_path, tmp_path):
     unreachable here): the embedded model saved as an HF checkpoint trains and exports."""
     import torch
 
-    from dasd_local.engine import Engine
-    from dasd_local.train_model import load_base
+    from dasd_local.decoding.engine import Engine
+    from dasd_local.training.model import load_base
 
     load_base(_config(records_path, "unused"), model_path).to(torch.bfloat16).save_pretrained(tmp_path / "hf")
     manifest = train(_config(records_path, tmp_path / "run", hf_model=str(tmp_path / "hf"), max_steps=1, batch_size=2,
@@ -458,7 +458,7 @@ def test_two_processes_reach_the_losses_of_one(records_path, model_path, tmp_pat
     within 1e-4 (the gradients are summed in another order; LoRA dropout is off because
     each process draws its own masks). Only rank 0 writes: one run directory, whose GGUF
     adapter loads in llama.cpp."""
-    from dasd_local.engine import Engine
+    from dasd_local.decoding.engine import Engine
 
     lines = records_path.read_text().splitlines()
     small = tmp_path / "six.jsonl"

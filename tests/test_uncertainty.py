@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dasd_local import evidence, uncertainty
-from dasd_local.data import sample_ids, select
+from dasd_local.analysis import evidence, intervals as uncertainty
+from dasd_local.store.problems import sample_ids, select
 
 
 def rec(pid, ps, level=1, cats=None, correct=None, texts=None):
@@ -40,7 +40,7 @@ def test_bootstrap_ci_brackets_the_estimate_and_is_reproducible():
 
 
 def test_every_stats_ratio_gets_an_interval_matching_the_analysis():
-    from dasd_local.analysis import summarize
+    from dasd_local.analysis.metrics import summarize
 
     rs = records()
     ci = evidence.cis(rs, seed=3)
@@ -125,9 +125,9 @@ def test_preflight_finds_the_answer_opening_and_warns_below_tau():
 
 
 def test_sample_picks_the_same_problems_for_generate_and_score(data_dir):
-    from dasd_local.data import load_problems
-    from dasd_local.scoring import row_id
-    from dasd_local.records import read_jsonl
+    from dasd_local.store.problems import load_problems
+    from dasd_local.score import row_id
+    from dasd_local.store.records import read_jsonl
     from dasd_local.tasks import FieldMap, get_task
 
     path = data_dir / "math" / "train.jsonl"
@@ -141,7 +141,7 @@ def test_sample_picks_the_same_problems_for_generate_and_score(data_dir):
 
 
 def test_category_intervals_follow_the_analysis_scope():
-    from dasd_local.analysis import summarize
+    from dasd_local.analysis.metrics import summarize
 
     rs = [rec("a", [0.9, 0.9], cats=["consistent", "hard"], correct=True),
           rec("b", [0.9, 0.9], cats=["hard", "hard"], correct=False)]

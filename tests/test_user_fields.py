@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from dasd_local.data import load_problems
+from dasd_local.store.problems import load_problems
 from dasd_local.errors import InputError
 from dasd_local.tasks import FieldMap, get_task
 
@@ -63,7 +63,7 @@ def cli(*args, cwd):
 @pytest.mark.slow
 def test_a_new_users_columns_generate_then_verify(tmp_path):
     """Fields q, worked_solution, final: generate with the three options, then verify as is."""
-    from dasd_local.demo import demo_rows
+    from dasd_local.store.demo import demo_rows
 
     rows = [{"q": r["problem"], "worked_solution": r["solution"].split(" The answer is")[0], "final": r["answer"]}
             for r in demo_rows()[:2]]

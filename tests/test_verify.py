@@ -137,7 +137,7 @@ def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir
     """verify -> train_data: a wrong rewrite cut at max_new_tokens (`length`) is replaced by
     the gold solution, which is complete, so training must still teach it to stop."""
     from dasd_local.train import TrainConfig
-    from dasd_local.train_data import prepare_examples, read_records
+    from dasd_local.training.data import prepare_examples, read_records
 
     rows = [json.loads(line) for line in (data_dir / "math" / "math500.jsonl").open()][:4]
     records = [{**r, "question": row["problem"], "finish_reason": "length", "steps": [{"p_base": 0.5}] * 3}

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import TrainConfig
-    from .train_data import Example
+    from ..config import TrainConfig
+    from .data import Example
 
 
 def count_steps(n_examples: int, cfg: TrainConfig, world: int) -> int:
@@ -76,7 +76,7 @@ def _trainer_class():
     module does not import at load time."""
     from transformers import Trainer
 
-    from .train_model import kept_nll
+    from .model import kept_nll
 
     class DasdTrainer(Trainer):
         """Trainer with the loss taken through TRL's chunked LM head, and ProFit."""
@@ -112,7 +112,7 @@ class TrainLog:
     after the checkpoint's step are dropped (temp + rename) and the log goes on from there."""
 
     def __init__(self, path: Path, after_step: int):
-        from .records import Appender, atomic_write_text, read_jsonl
+        from ..store.records import Appender, atomic_write_text, read_jsonl
 
         self.path = path
         if path.exists():

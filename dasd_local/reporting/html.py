@@ -17,10 +17,10 @@ from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
-from .analysis import CATEGORIES, HIGH_PPL
-from .errors import DasdError
-from .records import atomic_write_text, read_jsonl, sidecar
-from .view import LEGEND
+from ..analysis.metrics import CATEGORIES, HIGH_PPL
+from ..errors import DasdError
+from ..store.records import atomic_write_text, read_jsonl, sidecar
+from .terminal import LEGEND
 
 PAGE_SIZE = 25
 # Past this many steps in a file, only non-consistent tokens keep their candidates (a
@@ -44,8 +44,8 @@ def spell_tokens(ids: set[int], path: Path, model: str | None) -> tuple[dict, st
         return {}, ""
     if model is None:
         return {}, "candidates are token ids: no manifest names the model (pass --model)"
-    from .engine import Engine, EngineConfig
-    from .models import resolve
+    from ..decoding.engine import Engine, EngineConfig
+    from ..models import resolve
 
     try:
         engine = Engine(resolve(model)[0], EngineConfig(n_ctx=64, n_seq_max=1, n_threads=1))
@@ -105,7 +105,7 @@ def plots_html(path: Path, records: list[dict]) -> str:
     """The `stats --plots` figures as inline base64 PNG images (a note without matplotlib)."""
     import tempfile
 
-    from .analysis import file_stats, write_plots
+    from ..analysis.metrics import file_stats, write_plots
 
     try:
         import matplotlib  # noqa: F401  (the analysis extra)
@@ -130,7 +130,7 @@ def write_report(path: Path, out: Path, model: str | None = None) -> dict:
     ids = {int(c[0]) for r in records for s in r.get("steps") or [] for c in s.get("candidates") or []}
     vocab, note = spell_tokens(ids, Path(path), model)
     data = report_data(records, vocab, "; ".join([note, *problems[:5]]).strip("; "))
-    template = files("dasd_local").joinpath("report_template.html").read_text(encoding="utf-8")
+    template = files("dasd_local.reporting").joinpath("report_template.html").read_text(encoding="utf-8")
     html = (template.replace("__TITLE__", escape(Path(path).name)).replace("__PLOTS__", plots_html(Path(path), records))
             .replace("__DATA__", _escape_json(data)))
     Path(out).parent.mkdir(parents=True, exist_ok=True)

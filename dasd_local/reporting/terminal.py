@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .errors import InputError
-from .records import read_records, sidecar
+from ..errors import InputError
+from ..store.records import read_records, sidecar
 
 STYLES = {"consistent": "", "reserved": "bold yellow", "base_selected": "bold cyan", "hard": "bold white on red", None: ""}
 LEGEND = [("consistent", "both views' top token"), ("reserved", "reference's top token, plausible to base"),
@@ -67,8 +67,8 @@ def _speller(path: Path, model: str | None):
     """token id -> text, from the run's model (its manifest) or the given one."""
     import json
 
-    from .engine import Engine, EngineConfig
-    from .models import resolve
+    from ..decoding.engine import Engine, EngineConfig
+    from ..models import resolve
 
     if model is None:
         manifest = sidecar(path, "manifest.json")

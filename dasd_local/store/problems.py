@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from ..errors import InputError
 from .records import RECORD_KEYS
-from .tasks import FieldMap, Problem, Task
+from ..tasks import FieldMap, Problem, Task
 
 
 @dataclass
@@ -181,7 +181,7 @@ def load_source(cfg):
     returns the task, the source read (the demo set when `data` is None), the problems
     and the rows skipped."""
     from .demo import ANSWER_FORMAT, demo_path
-    from .tasks import get_task
+    from ..tasks import get_task
 
     demo = cfg.data is None
     task = get_task(cfg.task, getattr(cfg, "answer_format", None) or (ANSWER_FORMAT if demo else None))

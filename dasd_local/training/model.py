@@ -11,9 +11,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .config import TrainConfig
-from .errors import ConfigError, ModelError
-from .train_data import IGNORE, Example
+from ..config import TrainConfig
+from ..errors import ConfigError, ModelError
+from .data import IGNORE, Example
 
 
 # ---- model -----------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def pick_backend(name: str) -> str:
 def check_architecture(gguf_path: Path) -> None:
     """Training needs weights transformers can dequantize from the GGUF (or --hf-model) and
     an adapter export.py can map back onto the GGUF's tensors: the same architectures."""
-    from .export import ARCHITECTURES, read_base
+    from .gguf import ARCHITECTURES, read_base
 
     arch = read_base(gguf_path).arch
     if arch not in ARCHITECTURES:

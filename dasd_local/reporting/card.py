@@ -26,7 +26,7 @@ def guess_license(data: str | None) -> str | None:
 
 def _stats(paths) -> list[dict]:
     """Per input file, the numbers `dasd-local stats FILE` shows (its `--json` 'all' block)."""
-    from .analysis import collect
+    from ..analysis.metrics import collect
 
     found, _ = collect([Path(p) for p in paths])
     keys = ("records", "tokens", "high_ppl_ratio", "ppl", "category_shares", "filtered_share", "pass_rate")
@@ -75,7 +75,7 @@ def front_matter(facts: dict) -> str:
     try:
         import yaml  # PyYAML comes with huggingface_hub / datasets (the hub extra)
     except ImportError:
-        from .errors import DasdError
+        from ..errors import DasdError
 
         raise DasdError("export writes a dataset card: pip install 'dasd-local[hub]'") from None
 

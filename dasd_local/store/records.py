@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError, OutputError, WriteError
+from ..errors import InputError, OutputError, WriteError
 
 # Top-level fields of a generation record (decode.Decoder._record) and of what verify and
 # score add; an input column of the same name passes through as `input_<name>`.

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CPU_WEIGHTS
-from .errors import ModelError
+from ..config import CPU_WEIGHTS
+from ..errors import ModelError
 
 KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}  # name -> llama_cpp constant
 

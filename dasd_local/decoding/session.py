@@ -19,10 +19,10 @@ import os
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
-from .config import AUTO, AUTO_BATCH, DecodeConfig, EngineOptions
-from .decode import Decoder
-from .decode_state import Failed, Stats
-from .tasks import Problem, Task
+from ..config import AUTO, AUTO_BATCH, DecodeConfig, EngineOptions
+from .loop import Decoder
+from .slots import Failed, Stats
+from ..tasks import Problem, Task
 
 # the most KV memory `--kv auto` gives a split cache, and a unified pool by default
 KV_BUDGET = 4 << 30
@@ -90,8 +90,8 @@ class DecodeSession:
 
     def open(self) -> None:
         from .engine import Engine, EngineConfig
-        from .models import resolve
-        from .prompts import ViewBuilder
+        from ..models import resolve
+        from .views import ViewBuilder
 
         path, _ = resolve(self.opts.model)
         o = self.opts
@@ -129,8 +129,8 @@ class DecodeSession:
         each problem's shadow prompt, kept up to its last "# CoT"; the target view continues
         the shadow prompt with it. Yields a Failed per problem without one (the authors skip
         those); returns {id(problem): analysis}."""
-        from .published import HINTED_COT_MARK, hinted_analysis
-        from .prompts import Views
+        from .baselines import HINTED_COT_MARK, hinted_analysis
+        from .views import Views
 
         pre = replace(self.requested, strategy="base", base_only=True, baseline_form="controlled",
                       max_new_tokens=self.cfg.analysis_tokens, record_candidates=False)

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import problem_id_of
+from ..store.records import problem_id_of
 
 HIGH_PPL = 2.5
 CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
@@ -158,8 +158,8 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
     """Stats of every file and the problems found (malformed lines, records not rescored).
     With `overlap_cfg` (a scoring.ScoreConfig), records without both views' top-k lists are
     rescored by teacher forcing first; `level_field`: the column read as the level."""
-    from .errors import ConfigError
-    from .records import read_records
+    from ..errors import ConfigError
+    from ..store.records import read_records
 
     if not threshold > 1:
         raise ConfigError(f"threshold = {threshold} is not allowed: expected > 1 (PPL is at least 1)")
@@ -179,7 +179,7 @@ def collect(paths: list[Path], threshold: float = HIGH_PPL, overlap_cfg=None,
 def _rescored(records: list[dict], cfg) -> tuple[list[dict], list[str]]:
     from dataclasses import replace
 
-    from .scoring import with_topk
+    from ..score import with_topk
 
     task = next((r["task"] for r in records if r.get("task")), cfg.task)
     return with_topk(records, replace(cfg, task=task))
@@ -406,7 +406,7 @@ def write_plots(stats: list[dict], out_dir: Path) -> list[Path]:
 def write_json(stats: list[dict], path: Path, paired: dict | None = None) -> None:
     import json
 
-    from .records import atomic_write_text
+    from ..store.records import atomic_write_text
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(path), json.dumps({"files": stats, **({"paired": paired} if paired else {})}, indent=2) + "\n")

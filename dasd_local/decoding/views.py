@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import ModelError
-from .tasks import Problem, Task
+from ..errors import ModelError
+from ..tasks import Problem, Task
 
 # Used only when a GGUF carries no chat template.
 PLAIN_TEMPLATE = (
@@ -72,7 +72,7 @@ class ViewBuilder:
         """The reference view. The published forms put our base view's user message (the
         question and the task's answer format) where their templates say query/question;
         Hinted decoding's shadow prompt is continued with its analysis pre-pass."""
-        from . import published
+        from . import baselines as published
 
         query = self.task.base_user(problem)
         if self.published == "self-distill":

@@ -351,14 +351,14 @@ class DecodeRun:
     """The actor's side of a DecodeJob: an open DecodeSession fed one block at a time."""
 
     def __init__(self, job: DecodeJob):
-        from .session import DecodeSession
+        from .decoding.session import DecodeSession
         from .tasks import get_task
 
         self.session = DecodeSession(job.opts, get_task(job.task), job.cfg)
         self.session.open()
 
     def run(self, payloads: list[dict]):
-        from .decode_state import Failed
+        from .decoding.slots import Failed
         from .tasks import Problem
 
         for item in self.session.run([Problem(**p) for p in payloads]):
@@ -389,7 +389,7 @@ def model_facts(info: dict, model: str | None) -> dict:
     from pathlib import Path
 
     from .models import resolve
-    from .records import sha256_file
+    from .store.records import sha256_file
 
     path = info.get("model")
     if path is None:  # nothing ran now: what the name means here, if anything

@@ -29,12 +29,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from . import rules
-from .config import DecodeConfig  # noqa: F401  (callers import it from here too)
-from .decode_state import Entry, Failed, Loop, Slot, Stats, View, Want, problem_record, step_record
+from ..config import DecodeConfig  # noqa: F401  (callers import it from here too)
+from .slots import Entry, Failed, Loop, Slot, Stats, View, Want, problem_record, step_record
 from .draft import DraftLength, NgramIndex
-from .errors import ConfigError
-from .prompts import ViewBuilder, Views, shared_prefix
-from .tasks import Problem, Task
+from ..errors import ConfigError
+from .views import ViewBuilder, Views, shared_prefix
+from ..tasks import Problem, Task
 
 BOXED = b"\\boxed{"
 # prompts are prefilled in chunks that end at multiples of this position; a prefix is taken

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .records import atomic_write_text, sha256_file, sidecar
 
 # fingerprint key -> the flag a user changes it with (how the mismatch line names it)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import DasdError, WriteError
+from ..errors import DasdError, WriteError
 
 _HELD: set[int] = set()  # fds of the locks this process holds
 

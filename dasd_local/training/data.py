@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import TrainConfig
-from .errors import InputError, ModelError
+from ..config import TrainConfig
+from ..errors import InputError, ModelError
 
 IGNORE = -100  # label of a position that adds nothing to the loss (torch's ignore_index)
 
@@ -57,7 +57,7 @@ class DataReport:
 def read_records(path: str | Path) -> tuple[list[dict], DataReport]:
     """Training records: those with `correct` false are dropped (counted); a record
     without a response, or no record at all, is an error."""
-    from .records import read_jsonl
+    from ..store.records import read_jsonl
 
     path = Path(path)
     records, malformed = read_jsonl(path)
@@ -111,7 +111,7 @@ def make_example(rid: str, prompt: list[int], response: list[int], end: int | No
 def _turn_end(engine, builder) -> int:
     """The token the chat template closes an assistant turn with (<|im_end|>,
     <end_of_turn>, ...): what generation stops on, so what the model must learn to emit."""
-    from .prompts import render_chat
+    from ..decoding.views import render_chat
 
     marker = "\u2063dasd\u2063"
     turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}]
@@ -132,7 +132,7 @@ def _prompt_tokens(rec: dict, engine, builder) -> list[int]:
         return [int(t) for t in rec["base_prompt_tokens"]]
     if rec.get("base_prompt"):
         return engine.tokenize(rec["base_prompt"])
-    from .tasks import Problem, task_of
+    from ..tasks import Problem, task_of
 
     question = str(rec["question"])
     user = task_of(rec).base_user(Problem("", question, "")) if rec.get("task") else question
@@ -148,8 +148,8 @@ def _response_tokens(rec: dict, engine) -> list[int]:
 def prepare_examples(records: list[dict], gguf_path: Path, cfg: TrainConfig, report: DataReport) -> list[Example]:
     """Token ids through llama.cpp; base probabilities from the records or, for --mask-ppl
     on records without them, from a teacher-forced llama.cpp scoring pass."""
-    from .engine import Engine, EngineConfig
-    from .prompts import ViewBuilder
+    from ..decoding.engine import Engine, EngineConfig
+    from ..decoding.views import ViewBuilder
 
     with Engine(gguf_path, EngineConfig(n_ctx=max(512, cfg.max_length + 8), n_threads=cfg.threads)) as engine:
         builder = ViewBuilder(engine, None)
@@ -174,7 +174,7 @@ def prepare_examples(records: list[dict], gguf_path: Path, cfg: TrainConfig, rep
 
 def _score_missing(engine, pairs, probs, cfg: TrainConfig, report: DataReport) -> list:
     """p_base by teacher forcing the base view in llama.cpp, for records without steps."""
-    from .score import score
+    from ..decoding.forcing import score
 
     out = list(probs)
     for i, ((rid, prompt, response), p) in enumerate(zip(pairs, probs)):

@@ -18,7 +18,7 @@ import numpy as np
 
 # the rule's settings (top_k, tau, hard_mode, hint_beta, sampling) with their ranges live in
 # config.py, a standard-library-only module, so this one still needs nothing but numpy
-from .config import GREEDY, PUBLISHED_SAMPLING, STRATEGIES, RuleConfig, Sampling  # noqa: F401
+from ..config import GREEDY, PUBLISHED_SAMPLING, STRATEGIES, RuleConfig, Sampling  # noqa: F401
 
 CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
 CONSISTENT, RESERVED, BASE_SELECTED, HARD = range(4)

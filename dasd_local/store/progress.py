@@ -14,7 +14,7 @@ import time
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from .errors import Interrupted
+from ..errors import Interrupted
 
 
 def info_line(stats, strategy: str, seconds: float) -> str:

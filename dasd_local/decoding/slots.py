@@ -11,8 +11,8 @@ from typing import Iterator, NamedTuple
 
 from . import rules
 from .draft import DraftLength, NgramIndex
-from .prompts import Views
-from .tasks import Problem
+from .views import Views
+from ..tasks import Problem
 
 
 class Want(NamedTuple):

@@ -11,8 +11,8 @@ probability is left out. Knows the record layout; knows nothing about models.
 
 from __future__ import annotations
 
-from .analysis import CATEGORIES, HIGH_PPL, OVERLAP, Tally, level_key, level_of
-from .uncertainty import BOOT, ULTRA, bin_labels, histogram, paired_diff, ratio_ci, segment_ppl
+from .metrics import CATEGORIES, HIGH_PPL, OVERLAP, Tally, level_key, level_of
+from .intervals import BOOT, ULTRA, bin_labels, histogram, paired_diff, ratio_ci, segment_ppl
 
 
 def counts(record: dict, threshold: float = HIGH_PPL, scope: str = "all") -> dict[str, tuple[float, float]]:
