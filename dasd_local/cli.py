@@ -1,23 +1,29 @@
-"""The `dasd-local` command line: parse options, build a config, call one function, print.
+"""The `dasd-local` command line: parse options, build configs, call one function, print.
 
-No logic lives here. Every option takes its default and help text from its config
-field (config.py, through `opt`), so they are written once. Every verb imports its
-module inside the command so that `dasd-local --help` stays instant. Known errors
-(DasdError) become one red line and exit code 1; set DASD_DEBUG=1 for the traceback.
+No logic lives here, and no option is declared here: each verb names the config fields it
+takes (`uses`), and `verb` builds the typer options from those fields' metadata (flag,
+one-letter alias, default, help, metavar; config/fields.py), as llama-cpp-python's server
+builds its parser from its settings models. One command-line value feeds every config of
+the verb that has a field of that name (generate's `--seed` seeds both the sample and the
+sampling). Only the two file parameters of `verify` and `score` (IN.jsonl, -o OUT.jsonl)
+are declared with their verb. Every verb imports its module inside the command so that
+`dasd-local --help` stays instant. Known errors (DasdError) become one red line and exit
+code 1; set DASD_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from . import config as C
-from .export import ExportConfig  # light: its heavy imports are inside functions
-from .runner import RayConfig  # light: Ray is imported inside its functions
 from .errors import DasdError
 
 # Plain click help (rich_markup_mode=None): rich's help panels cut defaults and help
@@ -25,6 +31,8 @@ from .errors import DasdError
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Distribution-Aligned Self-Distillation on llama.cpp.")
 
+ALL = None  # a `uses` entry's fields: every field of the config that has a flag or is an argument
+PRIMARY = ("data", "out", "model", "task", "answer_format", "strategy")  # listed first in --help
 
 
 def _version(value: bool) -> None:
@@ -41,12 +49,97 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Distribution-Aligned Self-Distillation on llama.cpp."""
 
 
-def opt(cls, name: str, *decls: str, **kw):
-    """A typer option whose default and help are those of config field `cls.name`
-    (its flag, unless `decls` names others). A computed default becomes None: unset."""
-    f = C.field_of(cls, name)
-    decls = decls or ((f.metadata.get("flag") or C.flag(name)),)
-    return typer.Option(C.default_of(f), *decls, help=f.metadata["help"], **kw)
+# ---- options from config fields ---------------------------------------------------------
+
+
+def _cli_type(hint, meta: dict):
+    """The type typer parses: the field's own, `str` where the field reads its text (`parse`),
+    a list for a tuple of paths, Optional where the value may be None."""
+    if meta.get("parse") is not None:
+        return str
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(hint))
+    base = args[0] if args else hint
+    if base is tuple:
+        return list[Path]
+    return Optional[base] if optional else base
+
+
+def _param(f, hint, flag: str | None):
+    """(parameter name, inspect.Parameter) of one config field on the command line."""
+    m = f.metadata
+    if m.get("argument"):  # positional arguments are always given
+        name = f.name
+        info = typer.Argument(..., help=m["help"], metavar=m.get("metavar"), show_default=False)
+    else:
+        flag = flag or m.get("flag") or C.flag(f.name)
+        name = flag.split("/")[0].removeprefix("--").replace("-", "_")
+        decls = [flag] + ([m["short"]] if m.get("short") else [])
+        info = typer.Option(... if m.get("required") else C.default_of(f), *decls, help=m["help"],
+                            metavar=m.get("metavar"))
+    return name, inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=_cli_type(hint, m))
+
+
+class Values:
+    """The parsed command line of one verb; `build(cls)` makes config `cls` from it."""
+
+    def __init__(self, kw: dict, feeds: dict):
+        self.kw, self.feeds = kw, feeds
+
+    def __getitem__(self, name: str):
+        return self.kw[name]
+
+    def build(self, cls, **extra):
+        """`cls` from every value that feeds one of its fields; an unset value (None) leaves
+        the config's own default (a computed one, such as the CPU count)."""
+        own = {f.name: f for f in fields(cls)}
+        args = {}
+        for name, targets in self.feeds.items():
+            for field in (f for c, f in targets if c is cls):
+                value, parse = self.kw[name], own[field].metadata.get("parse")
+                if value is None and own[field].default is not None:
+                    continue
+                if value is not None and parse is not None:
+                    value = parse(value)
+                args[field] = tuple(value) if isinstance(value, list) else value
+        return cls(**{**args, **extra})
+
+
+def verb(name: str | None = None, *, uses: list, extra: list = ()):
+    """Register `body(values)` as a command whose options are the named config fields.
+
+    `uses`: (config class, field names or ALL[, {field: flag}]) in option order; `extra`:
+    (name, type, typer.Argument / typer.Option) for a verb's own file parameters."""
+    def deco(body):
+        params, feeds = {}, {}
+        for entry in uses:
+            cls, names, renamed = (*entry, {})[:3]
+            types = typing.get_type_hints(cls)
+            for f in fields(cls):
+                m = f.metadata
+                listed = names is ALL and (m.get("flag") or m.get("argument")) or names is not ALL and f.name in names
+                if not listed:
+                    continue
+                pname, param = _param(f, types[f.name], renamed.get(f.name))
+                params.setdefault(pname, param)
+                feeds.setdefault(pname, []).append((cls, f.name))
+        for pname, annotation, info in extra:
+            params[pname] = inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+            feeds.setdefault(pname, [])
+        # typer reads the signature: arguments first, then what a user types most, then the rest as declared
+        ordered = sorted(params.values(), key=lambda p: (not isinstance(p.default, typer.models.ArgumentInfo),
+                                                         PRIMARY.index(p.name) if p.name in PRIMARY else len(PRIMARY)))
+
+        def command(**kw):
+            body(Values(kw, feeds))
+
+        command.__signature__ = inspect.Signature(ordered)
+        command.__annotations__ = {p.name: p.annotation for p in ordered}
+        command.__doc__ = body.__doc__
+        command.__name__ = body.__name__
+        app.command(name or body.__name__.rstrip("_"))(command)
+        return body
+    return deco
 
 
 def _warn(line: str) -> None:
@@ -60,62 +153,15 @@ def _echo_skipped(lines: list[str], most: int) -> None:
         typer.secho(f"skipped: ... and {len(lines) - most} more", fg="yellow", err=True)
 
 
-def _pick(cls, values: dict, **extra):
-    """Build config `cls` from the command's arguments that are its fields."""
-    names = {f.name for f in C.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names}, **extra)
+RAY = (C.RayConfig, ALL)
+IN_JSONL = "Records written by `dasd-local generate`."
 
 
-# ---- generate / view / models (engine issue) -------------------------------------
+# ---- the verbs -------------------------------------------------------------------------
 
 
-@app.command()
-def generate(
-    model: Optional[str] = opt(C.RunConfig, "model", "--model", "-m"),
-    data: Optional[str] = opt(C.RunConfig, "data", "--data", "-d"),
-    task: str = opt(C.RunConfig, "task", "--task", "-t"),
-    answer_format: Optional[str] = opt(C.RunConfig, "answer_format"),
-    strategy: str = opt(C.DecodeConfig, "strategy", "--strategy", "-s"),
-    out: Optional[Path] = opt(C.RunConfig, "out", "--out", "-o"),
-    restart: bool = opt(C.RunConfig, "restart"),
-    limit: Optional[int] = opt(C.RunConfig, "limit"),
-    sample: Optional[int] = opt(C.RunConfig, "sample"),
-    seed: int = opt(C.RunConfig, "seed"),  # one --seed: RunConfig (--sample) and DecodeConfig (sampling) take it
-    batch: str = opt(C.DecodeConfig, "batch", metavar="N|auto"),
-    max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
-    top_k: int = opt(C.DecodeConfig, "top_k"),
-    tau: float = opt(C.DecodeConfig, "tau"),
-    hard_mode: str = opt(C.DecodeConfig, "hard_mode"),
-    hint_beta: float = opt(C.DecodeConfig, "hint_beta"),
-    samples: int = opt(C.DecodeConfig, "samples"),
-    temperature: float = opt(C.DecodeConfig, "temperature"),
-    record_candidates: bool = opt(C.DecodeConfig, "record_candidates"),
-    baseline_form: str = opt(C.DecodeConfig, "baseline_form"),
-    hint_analysis_tokens: Optional[int] = opt(C.DecodeConfig, "hint_analysis_tokens"),
-    split: str = opt(C.RunConfig, "split"),
-    id_field: Optional[str] = opt(C.RunConfig, "id_field"),
-    question_field: Optional[str] = opt(C.RunConfig, "question_field"),
-    reference_field: Optional[str] = opt(C.RunConfig, "reference_field"),
-    answer_field: Optional[str] = opt(C.RunConfig, "answer_field"),
-    choices_field: Optional[str] = opt(C.RunConfig, "choices_field"),
-    tests_field: Optional[str] = opt(C.RunConfig, "tests_field"),
-    ctx: Optional[int] = opt(C.RunConfig, "ctx"),
-    step_tokens: int = opt(C.DecodeConfig, "step_tokens"),
-    speculate: str = opt(C.DecodeConfig, "speculate"),
-    draft_max: int = opt(C.DecodeConfig, "draft_max"),
-    ubatch: Optional[int] = opt(C.RunConfig, "ubatch"),
-    kv: str = opt(C.RunConfig, "kv"),
-    kv_type: str = opt(C.RunConfig, "kv_type"),
-    cpu_weights: str = opt(C.RunConfig, "cpu_weights"),
-    n_gpu_layers: int = opt(C.RunConfig, "n_gpu_layers"),
-    threads: Optional[int] = opt(C.RunConfig, "threads"),
-    adapter: Optional[Path] = opt(C.RunConfig, "adapter"),
-    system: Optional[str] = opt(C.RunConfig, "system"),
-    ray: Optional[str] = opt(RayConfig, "ray"),
-    workers: Optional[str] = opt(RayConfig, "workers"),
-    threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
-    gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
-) -> None:
+@verb(uses=[(C.RunConfig, ALL), (C.DecodeConfig, ALL), RAY])
+def generate(v: Values) -> None:
     """Decode every problem with the base and reference views; write training records.
 
     Columns each task reads (others pass through to the records): math: unique_id (id), problem
@@ -123,13 +169,7 @@ def generate(
     (reference solution), test_list; mcq: id (id), question, answerKey (reference), choices."""
     from .generate import generate as run_generate
 
-    args = dict(locals(), batch=C.parse_batch(batch))
-    _echo_generated(run_generate(_pick(C.RunConfig, args), _pick(C.DecodeConfig, args), warn=_warn,
-                                 ray=_pick(RayConfig, args)))
-
-
-def _echo_generated(m: dict) -> None:
-    """generate's result lines."""
+    m = run_generate(v.build(C.RunConfig), v.build(C.DecodeConfig), warn=_warn, ray=v.build(C.RayConfig))
     c, st = m["counts"], m["stats"]
     typer.echo(f"wrote {m['out']}: {c['done']} records ({c['ran_now']} now, {c['failed']} failed, "
                f"{c['skipped_rows']} rows skipped); {st['emitted']} tokens at {st['emitted_per_s']} tok/s")
@@ -141,25 +181,14 @@ def _echo_generated(m: dict) -> None:
     _echo_skipped(m["failed_now"], 5)  # skipped rows were shown before decoding
 
 
-@app.command()
-def view(
-    path: Annotated[Path, typer.Argument(help="A generation output JSONL.")],
-    id: Annotated[Optional[str], typer.Option("--id", help="Show only this problem.")] = None,
-    candidates: Annotated[bool, typer.Option(help="List each non-consistent token's candidates with p_R and p_B.")] = False,
-    limit: Annotated[int, typer.Option(help="How many records to show without --id.")] = 3,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model to spell candidate tokens (default: the run's).")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write every record as one self-contained HTML report here instead.")] = None,
-) -> None:
+@verb(uses=[(C.ViewConfig, ALL)])
+def view(v: Values) -> None:
     """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
-    if html is not None:
-        from .reporting.html import write_report
+    from .view import view as run_view
 
-        t = write_report(path, html, model)
-        typer.echo(f"wrote {html}: {t['problems']} problems, {t['tokens']} tokens")
-        return
-    from .reporting.terminal import show
-
-    show(path, id, candidates, limit, model)
+    totals = run_view(v.build(C.ViewConfig))
+    if totals is not None:
+        typer.echo(f"wrote {v['html']}: {totals['problems']} problems, {totals['tokens']} tokens")
 
 
 @app.command()
@@ -171,50 +200,33 @@ def models() -> None:
 
     Console().print(registry_table())
 
-# ---- export (data out) -------------------------------------------------------------
 
-
-@app.command("export")
-def export_(
-    paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Verified records (`dasd-local verify` output).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help=C.field_of(ExportConfig, "out").metadata["help"])],
-    format: str = opt(ExportConfig, "format", "--format", "-f"),
-    push_to_hub: Optional[str] = opt(ExportConfig, "push_to_hub"),
-    license: Optional[str] = opt(ExportConfig, "license"),
-) -> None:
+@verb("export", uses=[(C.ExportConfig, ALL)])
+def export_(v: Values) -> None:
     """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
     import shlex
 
     from .export import export
 
-    argv = ["dasd-local", "export", *map(str, paths), "--format", format, "-o", str(out)]
-    argv += [f"--push-to-hub={push_to_hub}"] * bool(push_to_hub) + [f"--license={license}"] * bool(license)
-    s = export(ExportConfig(paths=tuple(paths), format=format, out=out, push_to_hub=push_to_hub, license=license,
-                              command=shlex.join(argv)))
-    typer.echo(f"wrote {out} ({format}): {s['kept']} records kept, {s['dropped']} dropped; "
+    cfg = v.build(C.ExportConfig)
+    argv = ["dasd-local", "export", *map(str, cfg.paths), "--format", cfg.format, "-o", str(cfg.out)]
+    argv += [f"--push-to-hub={cfg.push_to_hub}"] * bool(cfg.push_to_hub) + [f"--license={cfg.license}"] * bool(cfg.license)
+    s = export(v.build(C.ExportConfig, command=shlex.join(argv)))
+    typer.echo(f"wrote {cfg.out} ({cfg.format}): {s['kept']} records kept, {s['dropped']} dropped; "
                + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))
 
-# ---- verify / eval (benchmarks issue) ---------------------------------------------
 
-
-@app.command()
-def verify(
-    inp: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="Records written by `dasd-local generate`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the kept records (JSONL).")],
-    task: Optional[str] = opt(C.VerifyConfig, "task", "--task", "-t"),
-    on_fail: str = opt(C.VerifyConfig, "on_fail"),
-    workers: Optional[int] = opt(C.VerifyConfig, "workers"),
-    timeout: float = opt(C.VerifyConfig, "timeout_s"),
-    dedupe: bool = opt(C.VerifyConfig, "dedupe"),
-) -> None:
+@verb(uses=[(C.VerifyConfig, ALL)],
+      extra=[("inp", Path, typer.Argument(..., metavar="IN.jsonl", help=IN_JSONL)),
+             ("out", Path, typer.Option(..., "--out", "-o", help="Where to write the kept records (JSONL)."))])
+def verify(v: Values) -> None:
     """Mark every record correct or not (answer check / tests), write the kept ones."""
     from rich.console import Console
 
     from .verify import report_table, verify_file
 
-    cfg = C.VerifyConfig(task=task, on_fail=on_fail, timeout_s=timeout, dedupe=dedupe,
-                         **({"workers": workers} if workers else {}))
-    report = verify_file(inp, out, cfg)
+    inp, out = v["inp"], v["out"]
+    report = verify_file(inp, out, v.build(C.VerifyConfig))
     console = Console()
     console.print(report_table(report, f"verify {inp.name}"))
     n, correct, kept = report.totals()
@@ -226,94 +238,38 @@ def verify(
     _echo_skipped(report.skipped, 10)
 
 
-@app.command("eval")
-def eval_(
-    data: str = opt(C.EvalConfig, "data", "--data", "-d"),
-    out: Path = opt(C.EvalConfig, "out_dir", "--out", "-o"),
-    model: Optional[str] = opt(C.EvalConfig, "model", "--model", "-m"),
-    adapter: Optional[Path] = opt(C.EvalConfig, "adapter"),
-    task: str = opt(C.EvalConfig, "task", "--task", "-t"),
-    answer_format: Optional[str] = opt(C.EvalConfig, "answer_format"),
-    split: str = opt(C.EvalConfig, "split"),
-    limit: Optional[int] = opt(C.EvalConfig, "limit"),
-    sample: Optional[int] = opt(C.EvalConfig, "sample"),
-    seed: int = opt(C.EvalConfig, "seed"),
-    batch: str = opt(C.DecodeConfig, "batch", metavar="N|auto"),
-    max_new_tokens: int = opt(C.DecodeConfig, "max_new_tokens"),
-    id_field: Optional[str] = opt(C.EvalConfig, "id_field"),
-    question_field: Optional[str] = opt(C.EvalConfig, "question_field"),
-    answer_field: Optional[str] = opt(C.EvalConfig, "answer_field"),
-    choices_field: Optional[str] = opt(C.EvalConfig, "choices_field"),
-    tests_field: Optional[str] = opt(C.EvalConfig, "tests_field"),
-    ctx: Optional[int] = opt(C.EvalConfig, "ctx"),
-    n_gpu_layers: int = opt(C.EvalConfig, "n_gpu_layers"),
-    threads: Optional[int] = opt(C.EvalConfig, "threads"),
-    cpu_weights: str = opt(C.EvalConfig, "cpu_weights"),
-    workers: Optional[int] = opt(C.EvalConfig, "workers"),
-    timeout: float = opt(C.EvalConfig, "timeout_s"),
-    rejudge: bool = opt(C.EvalConfig, "rejudge"),
-    system: Optional[str] = opt(C.EvalConfig, "system"),
-    ray: Optional[str] = opt(RayConfig, "ray"),
-    ray_workers: Optional[str] = opt(RayConfig, "workers", "--ray-workers"),  # --workers: the answer checks
-    threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
-    gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
-) -> None:
+EVAL_SKIPS = ("reference_field", "ubatch", "kv", "kv_type")  # eval decodes the base view alone, as the engine likes
+
+
+@verb("eval", uses=[(C.EvalConfig, [f.name for f in fields(C.EvalConfig) if f.name not in EVAL_SKIPS
+                                     and (f.metadata.get("flag"))]),
+                    (C.DecodeConfig, ["batch", "max_new_tokens"]),
+                    (C.RayConfig, ALL, {"workers": "--ray-workers"})])  # --workers: the answer checks
+def eval_(v: Values) -> None:
     """Greedy answers (base view) of a model (+ adapter) on a split: accuracy or pass@1."""
     from rich.console import Console
 
     from .evaluate import evaluate, summary_table
 
-    args = dict(locals())
-    if workers is None:
-        del args["workers"]  # unset: the config's default (CPU cores)
-    cfg = _pick(C.EvalConfig, args, out_dir=out, timeout_s=timeout,
-                decode=C.eval_decode(batch=C.parse_batch(batch), max_new_tokens=max_new_tokens))
+    decode = C.eval_decode(batch=C.parse_batch(v["batch"]), max_new_tokens=v["max_new_tokens"])
     console = Console()
-    summary = evaluate(cfg, console, ray=RayConfig(ray=ray, workers=ray_workers, threads_per_worker=threads_per_worker,
-                                                     gpus_per_worker=gpus_per_worker))
+    summary = evaluate(v.build(C.EvalConfig, decode=decode), console, ray=v.build(C.RayConfig))
     console.print(summary_table(summary, f"{summary['task']} {summary['metric']}: {Path(summary['model']).name}"
                                 + (f" + {Path(summary['adapter']).name}" if summary.get("adapter") else "")))
     rejudged = f", {summary['rejudged']} earlier answers judged again" if summary.get("rejudged") is not None else ""
+    out = Path(v["out"])
     console.print(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'} "
                   f"({summary['ran_now']} answered now{rejudged}, {summary['n']} judged in all)")
 
-# ---- train (training issue) -------------------------------------------------------
 
-
-@app.command()
-def train(
-    data: Annotated[Path, typer.Argument(help=C.field_of(C.TrainConfig, "data").metadata["help"])],
-    out: Path = opt(C.TrainConfig, "out", "--out", "-o"),
-    model: Optional[str] = opt(C.TrainConfig, "model", "--model", "-m"),
-    hf_model: Optional[str] = opt(C.TrainConfig, "hf_model"),
-    backend: str = opt(C.TrainConfig, "backend"),
-    rank: int = opt(C.TrainConfig, "rank"),
-    alpha: float = opt(C.TrainConfig, "alpha"),
-    dropout: float = opt(C.TrainConfig, "dropout"),
-    lr: float = opt(C.TrainConfig, "lr"),
-    warmup_ratio: float = opt(C.TrainConfig, "warmup_ratio"),
-    schedule: str = opt(C.TrainConfig, "schedule"),
-    epochs: int = opt(C.TrainConfig, "epochs"),
-    batch_size: int = opt(C.TrainConfig, "batch_size"),
-    grad_accum: int = opt(C.TrainConfig, "grad_accum"),
-    max_length: int = opt(C.TrainConfig, "max_length"),
-    max_steps: int = opt(C.TrainConfig, "max_steps"),
-    seed: int = opt(C.TrainConfig, "seed"),
-    mask_ppl: Optional[float] = opt(C.TrainConfig, "mask_ppl"),
-    profit: Optional[float] = opt(C.TrainConfig, "profit"),
-    save_every: int = opt(C.TrainConfig, "save_every"),
-    grad_checkpoint: bool = opt(C.TrainConfig, "grad_checkpoint", "--grad-checkpoint/--no-grad-checkpoint"),
-    resume: bool = opt(C.TrainConfig, "resume", "--resume/--no-resume"),
-    merged: Optional[str] = opt(C.TrainConfig, "merged"),
-    threads: Optional[int] = opt(C.TrainConfig, "threads"),
-) -> None:
+@verb(uses=[(C.TrainConfig, ALL)])
+def train(v: Values) -> None:
     """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter.
 
     Several processes: `torchrun --nproc_per_node N -m dasd_local train ...` or `accelerate launch -m dasd_local train ...`."""
     from .train import train as run_train
 
-    args = dict(locals())
-    m = run_train(_pick(C.TrainConfig, {**args, "data": str(data), "out": str(out)}))
+    m = run_train(v.build(C.TrainConfig))
     if m is None:  # another process of a torchrun / accelerate launch run: the main one reports
         return
     loss = f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}" if m["steps"] else "no steps"
@@ -322,70 +278,39 @@ def train(
     if m["merged_gguf"]:
         typer.echo(f"merged model: {m['merged_gguf']}")
 
-# ---- stats (analysis issue) -------------------------------------------------------
 
-
-@app.command()
-def stats(
-    paths: Annotated[list[Path], typer.Argument(metavar="RUN.jsonl...", help="Generation, verify or score outputs.")],
-    threshold: Annotated[float, typer.Option(help="High-PPL threshold: PPL = 1 / p_base above it (paper: 2.5).")] = 2.5,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all statistics to this JSON file.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Write PNG figures (the paper's Fig. 3, 5, 7, Table 3) here.")] = None,
-    compare: Annotated[bool, typer.Option(help="Strategies side by side: one table per metric, levels down.")] = False,
-    overlap: Annotated[bool, typer.Option(help="Rescore records without both views' top-k lists (teacher forcing; needs the model).")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model for --overlap (default: the embedded SmolLM2-135M).")] = None,
-    ci: Annotated[bool, typer.Option("--ci/--no-ci", help="95% bootstrap intervals over problems on every ratio.")] = True,
-    boot: Annotated[int, typer.Option(help="Bootstrap resamples.", min=10)] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same intervals).")] = 0,
-    segments: Annotated[bool, typer.Option(help="Segment-level (per line) PPL distributions per level (Fig. 2).")] = False,
-    level_field: Annotated[Optional[str], typer.Option(help="Record field read as the difficulty level (default: level).")] = None,
-) -> None:
+@verb(uses=[(C.StatsConfig, ALL)])
+def stats(v: Values) -> None:
     """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level.
     With --compare and two files: their paired difference over the common problem ids."""
-    from .stats import Evidence, report
+    from .stats import stats as run_stats
 
-    problems = report(paths, threshold, compare, C.ScoreConfig(model=model) if overlap else None, json_out, plots,
-                      evidence=Evidence(ci, boot, seed, segments, level_field))
-    _echo_skipped(problems, 10)
+    _echo_skipped(run_stats(v.build(C.StatsConfig)), 10)
 
 
-@app.command("score")
-def score_(
-    inp: Annotated[Path, typer.Argument(metavar="IN.jsonl", help="Records with a response (text or tokens), or dataset rows (their gold solution is scored).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL: the records with per-token fields under both views.")],
-    task: str = opt(C.ScoreConfig, "task", "--task", "-t"),
-    answer_format: Optional[str] = opt(C.ScoreConfig, "answer_format"),
-    model: Optional[str] = opt(C.ScoreConfig, "model", "--model", "-m"),
-    limit: Optional[int] = opt(C.ScoreConfig, "limit"),
-    sample: Optional[int] = opt(C.ScoreConfig, "sample"),
-    seed: int = opt(C.ScoreConfig, "seed"),
-    top_k: int = opt(C.ScoreConfig, "top_k"),
-    id_field: Optional[str] = opt(C.ScoreConfig, "id_field"),
-    question_field: Optional[str] = opt(C.ScoreConfig, "question_field"),
-    reference_field: Optional[str] = opt(C.ScoreConfig, "reference_field"),
-    answer_field: Optional[str] = opt(C.ScoreConfig, "answer_field"),
-    n_gpu_layers: int = opt(C.ScoreConfig, "n_gpu_layers"),
-    threads: Optional[int] = opt(C.ScoreConfig, "threads"),
-    cpu_weights: str = opt(C.ScoreConfig, "cpu_weights"),
-    system: Optional[str] = opt(C.ScoreConfig, "system"),
-    ray: Optional[str] = opt(RayConfig, "ray"),
-    workers: Optional[str] = opt(RayConfig, "workers"),
-    threads_per_worker: int = opt(RayConfig, "threads_per_worker"),
-    gpus_per_worker: float = opt(RayConfig, "gpus_per_worker"),
-) -> None:
+SCORE_SKIPS = ("choices_field", "tests_field", "adapter", "ctx", "ubatch", "kv", "kv_type")
+
+
+@verb("score", uses=[(C.ScoreConfig, [f.name for f in fields(C.ScoreConfig) if f.name not in SCORE_SKIPS
+                                      and f.metadata.get("flag")]), RAY],
+      extra=[("inp", Path, typer.Argument(..., metavar="IN.jsonl", help="Records with a response (text or tokens), or "
+                                          "dataset rows (their gold solution is scored).")),
+             ("out", Path, typer.Option(..., "--out", "-o", help="Output JSONL: the records with per-token fields "
+                                        "under both views."))])
+def score_(v: Values) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
     from .score import score_file
 
-    args = dict(locals())
-    m = score_file(inp, out, _pick(C.ScoreConfig, args), ray=_pick(RayConfig, args))
+    m = score_file(v["inp"], v["out"], v.build(C.ScoreConfig), ray=v.build(C.RayConfig))
     c = m["counts"]
-    typer.echo(f"wrote {out}: {c['done']} records ({c['scored_now']} scored now, {c['failed']} failed) in {m['seconds']} s")
+    typer.echo(f"wrote {v['out']}: {c['done']} records ({c['scored_now']} scored now, {c['failed']} failed) "
+               f"in {m['seconds']} s")
     _echo_skipped(m["skipped"], 5)
 
 
-def main() -> None:
-    import errno
+# ---- the entry point ---------------------------------------------------------------------
 
+def main() -> None:
     try:
         app()
     except DasdError as e:
@@ -397,14 +322,23 @@ def main() -> None:
     except KeyboardInterrupt:  # a verb without its own count of what is done
         typer.secho("interrupted: rerun the same command to resume", fg="yellow", err=True)
         sys.exit(130)
-    except OSError as e:  # a path no verb checked itself (a full disk, a read-only file)
-        if os.environ.get("DASD_DEBUG") or not e.filename:
+    except OSError as e:
+        line = os_error_line(e)
+        if os.environ.get("DASD_DEBUG") or line is None:
             raise
-        typer.secho(f"error: {e.filename}: {e.strerror}", fg="red", err=True)
+        typer.secho(line, fg="red", err=True)
         sys.exit(1)
-    except OSError as e:  # a full disk or a read-only directory inside a library's own write
-        if os.environ.get("DASD_DEBUG") or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-            raise
-        typer.secho(f"error: {e.filename or 'output'}: {e.strerror}; the run stopped and keeps what it finished: "
-                    "free space (or make it writable) and run the same command again", fg="red", err=True)
-        sys.exit(1)
+
+
+def os_error_line(e: OSError) -> str | None:
+    """The one line for an OSError no verb turned into a DasdError: a full disk or a
+    read-only directory (inside a library's own write too) says that the run keeps what it
+    finished; any other one that names its file names it; the rest are bugs (None: raise)."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return (f"error: {e.filename or 'output'}: {e.strerror}; the run stopped and keeps what it finished: "
+                "free space (or make it writable) and run the same command again")
+    if e.filename:
+        return f"error: {e.filename}: {e.strerror}"
+    return None

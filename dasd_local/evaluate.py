@@ -142,7 +142,7 @@ def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path
             "cpu_weights": (facts.get("engine") or {}).get("cpu_weights"), **model_facts(facts, cfg.model), "ray": info}
 
 
-def score(lines: list[dict]) -> dict:
+def accuracy(lines: list[dict]) -> dict:
     """{n, correct, score} overall and grouped by level and by subject where present."""
     def cell(rows: list[dict]) -> dict:
         ok = sum(bool(r.get("correct")) for r in rows)
@@ -195,7 +195,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     ids = {p.id for p in problems}
     lines = [r for r in finish_predictions(path, [p.id for p in problems]) if str(r["id"]) in ids]
     summary = {
-        "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **score(lines),
+        "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **accuracy(lines),
         "problems": len(problems), "ran_now": len(todo), "rejudged": rejudged, "seconds_now": round(seconds, 1),
         "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
         "skipped_rows": len(skipped.rows), "data": str(source), **_model_info(cfg, stats), **stats, "versions": versions(),

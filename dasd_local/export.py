@@ -27,35 +27,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import check_fields, one_of, setting
+from .config import FORMATS, ExportConfig  # noqa: F401  (callers import them from here too)
 from .errors import ConfigError, DasdError, InputError
 from .store.lock import one_writer
 from .store.records import read_jsonl, sidecar
 
-FORMATS = ("hf", "parquet", "prompt-completion", "messages", "sharegpt")
-
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}  # LLaMA-Factory's default tags
 MARKER = "<!-- written by dasd-local export -->"  # a directory holding it may be replaced
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """`export`: kept records to another tool's format, with a dataset card."""
-
-    paths: tuple = setting((), "Verified records (`dasd-local verify` output).", lambda v: len(v) > 0,
-                           "at least one RUN.jsonl")
-    format: str = setting("hf", "hf | parquet | prompt-completion | messages | sharegpt", *one_of(*FORMATS),
-                          flag="--format")
-    out: Path = setting(Path("dasd-export"), "Output directory: the data files and README.md, the dataset card.",
-                        flag="--out")
-    push_to_hub: str | None = setting(None, "Also upload to this hub dataset repo (owner/name; the hub extra and a "
-                                      "token).", lambda v: v.count("/") == 1, "owner/name", flag="--push-to-hub")
-    license: str | None = setting(None, "Licence of the source data for the card (default: known for math, mbpp, "
-                                  "arc_challenge, the demo set).", flag="--license")
-    command: str = setting("", "The exact command line, for the card.")
-
-    def __post_init__(self):
-        check_fields(self)
 
 
 class HubError(DasdError):

@@ -1,50 +1,56 @@
-"""`dasd-local stats`: collect the statistics of runs, print their tables, write JSON and plots.
+"""`dasd-local stats`: the statistics of runs: tables, intervals, JSON and plots.
 
-The statistics themselves live in analysis.py (point estimates) and evidence.py
-(bootstrap intervals, paired comparisons, segment distributions); this module only
-strings the verb's steps together so the CLI makes one call.
+Reads each file once; with `--overlap`, has the records that lack both views' top-k lists
+rescored by teacher forcing (decoding.forcing) first, so the tables, the intervals and the
+JSON all come from the same records. The numbers live in analysis/ (metrics, intervals,
+tables, plots); this module only strings the verb's steps together.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class Evidence:
-    """The uncertainty and difficulty options of `stats`."""
-
-    ci: bool = True  # bootstrap intervals on every ratio
-    boot: int = 1000
-    seed: int = 0
-    segments: bool = False  # Fig. 2: segment-level PPL per level
-    level_field: str | None = None
+from .config import ScoreConfig, StatsConfig
 
 
-def _records(paths: list[Path], level_field: str | None) -> list[list[dict]]:
-    from .analysis.evidence import relevel
-    from .store.records import read_jsonl
+def read(paths: tuple, level_field: str | None) -> tuple[list[tuple[Path, list[dict]]], list[str]]:
+    """(path, records) of every file, each read once, and the problems found. Among several
+    files, one without records is noted and left out (a pipeline's stage that kept
+    nothing); a single file, or all of them empty, is the one-line error."""
+    from .analysis.metrics import relevel
+    from .store.records import no_records, read_jsonl
 
-    out = [read_jsonl(Path(p))[0] for p in paths]
-    return [relevel(r, level_field) for r in out] if level_field else out
+    runs, problems, empty = [], [], []
+    for p in map(Path, paths):
+        records, bad = read_jsonl(p)
+        problems += bad
+        if not records:
+            empty.append((p, bad))
+            continue
+        runs.append((p, relevel(records, level_field) if level_field else records))
+    if not runs:
+        raise no_records(*empty[0])
+    return runs, [f"{p}: no records, left out" for p, _ in empty] + problems
 
 
-def _nonempty(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Among several files, one without records is noted and left out (a pipeline's stage
-    that kept nothing); a single file, or all of them empty, is the one-line error."""
-    from .store.records import read_jsonl
+def rescore(runs: list[tuple[Path, list[dict]]], model: str | None) -> tuple[list, list[str]]:
+    """Every run with its records' top-k lists (teacher forcing where they lack them)."""
+    from .decoding.forcing import with_topk
 
-    keep = [p for p in paths if not Path(p).is_file() or read_jsonl(Path(p))[0]]
-    return (keep, [f"{p}: no records, left out" for p in paths if p not in keep]) if keep else (list(paths), [])
+    out, failed = [], []
+    for path, records in runs:
+        task = next((r["task"] for r in records if r.get("task")), "math")
+        scored, bad = with_topk(records, ScoreConfig(model=model, task=task))
+        out.append((path, scored))
+        failed += [f"{path}: {f}" for f in bad]
+    return out, failed
 
 
 def sample_lines(found: list[dict]) -> list[str]:
     """Per file of `generate --samples` records: its samples per problem, and the
     per-problem yield beside the sample-level pass rate (from the file's verdicts, else
     from the verify manifest beside it, which counted the dropped samples too)."""
-    import json
-
     from .store.records import sidecar
 
     lines = []
@@ -65,40 +71,49 @@ def sample_lines(found: list[dict]) -> list[str]:
     return lines
 
 
-def report(paths: list[Path], threshold: float, compare: bool = False, overlap_cfg=None,
-           json_out: Path | None = None, plots: Path | None = None, console=None,
-           evidence: Evidence = Evidence()) -> list[str]:
+def write_json(found: list[dict], path: Path, paired: dict | None = None) -> None:
+    from .store.records import atomic_write_text
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(path), json.dumps({"files": found, **({"paired": paired} if paired else {})}, indent=2) + "\n")
+
+
+def stats(cfg: StatsConfig, console=None) -> list[str]:
     """Print every table (and notes on what is missing) to `console`, write the JSON and
     the figures when asked; returns the lines of records that were skipped."""
     from rich.console import Console
 
-    from .analysis import evidence as ev
-    from .analysis.metrics import collect, needs_topk, report_tables, write_json, write_plots
+    from .analysis import intervals, tables
+    from .analysis.metrics import collect_runs
 
     console = console or Console()
-    paths, empty = _nonempty(paths)
-    found, problems = collect(paths, threshold, overlap_cfg, evidence.level_field)
-    problems = empty + problems
-    for table in report_tables(found, compare):
+    runs, problems = read(cfg.paths, cfg.level_field)
+    if cfg.overlap:
+        runs, failed = rescore(runs, cfg.model)
+        problems += failed
+    found = collect_runs(runs, cfg.threshold)
+    for table in tables.report_tables(found, cfg.compare):
         console.print(table)
     for line in sample_lines(found):
         console.print(line)
-    records = _records(paths, evidence.level_field) if evidence.ci or evidence.segments or compare else []
-    if evidence.ci or evidence.segments:
-        ev.attach(found, records, threshold, evidence.boot, evidence.seed, evidence.segments)
-    if evidence.ci:
-        console.print(ev.ci_table(found))
-    if evidence.segments:
-        console.print(ev.segment_view(found))
+    records = [r for _, r in runs]
+    if cfg.ci or cfg.segments:
+        intervals.attach(found, records, cfg.threshold, cfg.boot, cfg.seed, cfg.segments)
+    if cfg.ci:
+        console.print(tables.ci_table(found))
+    if cfg.segments:
+        console.print(tables.segment_view(found))
     paired = None
-    if compare and len(paths) == 2:
-        paired = ev.compare(records[0], records[1], threshold, evidence.boot, evidence.seed)
-        console.print(ev.paired_table(paired, found[0]["label"], found[1]["label"]))
-    if needs_topk(found) and overlap_cfg is None:
+    if cfg.compare and len(runs) == 2:
+        paired = intervals.compare(records[0], records[1], cfg.threshold, cfg.boot, cfg.seed)
+        console.print(tables.paired_table(paired, found[0]["label"], found[1]["label"]))
+    if tables.needs_topk(found) and not cfg.overlap:
         console.print("[dim]top-k overlap needs both views' top-k lists: add --overlap, or run `dasd-local score` first[/dim]")
-    if json_out:
-        write_json(found, json_out, paired)
-        console.print(f"wrote {json_out}")
-    if plots:
-        console.print("wrote " + ", ".join(str(p) for p in write_plots(found, plots)))
+    if cfg.json_out:
+        write_json(found, cfg.json_out, paired)
+        console.print(f"wrote {cfg.json_out}")
+    if cfg.plots:
+        from .analysis.plots import write_plots
+
+        console.print("wrote " + ", ".join(str(p) for p in write_plots(found, cfg.plots)))
     return problems

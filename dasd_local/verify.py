@@ -24,7 +24,8 @@ from .config import VerifyConfig  # noqa: F401  (callers import it from here too
 from .errors import ConfigError, InputError
 from .store.lock import one_writer
 from .decoding.baselines import sdft_rejects
-from .store.records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir, problem_id_of
+from .schema import problem_id_of
+from .store.records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir
 from .tasks import Task, Verdict, get_task
 
 ON_FAIL = ("drop", "keep-reference")

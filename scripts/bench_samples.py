@@ -49,7 +49,7 @@ def run(args, samples: int, out: Path) -> dict:
 
 def high_ppl(kept: list[dict], threshold: float) -> dict:
     """High-PPL token ratio of the kept responses, its bootstrap interval over problems."""
-    from dasd_local.store.records import problem_id_of
+    from dasd_local.schema import problem_id_of
     from dasd_local.analysis.intervals import ratio_ci
 
     by_problem: dict[str, list[int]] = {}

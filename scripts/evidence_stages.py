@@ -125,7 +125,7 @@ def preflight_stage(a, rp):
 
 
 def run_preflight(gold: Path, out: Path, a) -> None:
-    from dasd_local.analysis.evidence import preflight
+    from dasd_local.analysis.preflight import preflight
     from dasd_local.tasks import get_task
 
     marker = a.answer_marker or get_task(a.task, a.answer_format).answer_marker.decode()

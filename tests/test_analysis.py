@@ -246,7 +246,8 @@ def test_scoring_a_gold_solution(model_path, short_rows, tmp_path):
 
 
 def test_rescoring_in_memory_matches_the_scoring_pass(run, scored, model_path):
-    from dasd_local.score import ScoreConfig, has_topk, with_topk
+    from dasd_local.config import ScoreConfig
+    from dasd_local.decoding.forcing import has_topk, with_topk
 
     _, records = run
     _, rescored = scored

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dasd_local.decoding import rules
+from dasd_local.schema import CATEGORIES
 from dasd_local.decoding.loop import PREFILL_CHUNK, DecodeConfig, Decoder, Failed
 from dasd_local.tasks import Problem
 from dasd_local.tasks.math import MathTask
@@ -49,7 +50,7 @@ def test_every_step_follows_the_rule_on_the_views_logits():
             lb, lr = eng.logits_for(hb)[None], eng.logits_for(hr)[None]
             picks = rules.choose("dasd", lb, lr, cfg.rule())
             assert step["token"] == int(picks.token[0])
-            assert step["category"] == rules.CATEGORIES[int(picks.category[0])]
+            assert step["category"] == CATEGORIES[int(picks.category[0])]
             assert step["p_base"] == pytest.approx(float(picks.p_base[0]))
             hb.append(step["token"]), hr.append(step["token"])
             checked += 1

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from dasd_local.config import DecodeConfig, RunConfig
-from dasd_local.runner import RayConfig, Tally, block_size, deliver, parse_workers, pool_size
+from dasd_local.config import RayConfig, parse_workers
+from dasd_local.runner import Tally, block_size, deliver, pool_size
 from dasd_local.errors import ConfigError, ModelError
 from dasd_local.generate import generate
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from dasd_local.errors import ConfigError
-from dasd_local.evaluate import PREDICTIONS, SUMMARY, EvalConfig, eval_decode, evaluate, read_predictions, score
+from dasd_local.evaluate import PREDICTIONS, SUMMARY, EvalConfig, accuracy, eval_decode, evaluate, read_predictions
 
 
 def test_score_groups_by_level_and_subject():
@@ -16,11 +16,11 @@ def test_score_groups_by_level_and_subject():
              {"id": "2", "correct": False, "level": 1, "subject": "Geometry"},
              {"id": "3", "correct": True, "level": 2, "type": "Geometry"},
              {"id": "4", "correct": False}]
-    s = score(lines)
+    s = accuracy(lines)
     assert (s["n"], s["correct"], s["score"]) == (4, 2, 0.5)
     assert s["by_level"] == {"1": {"n": 2, "correct": 1, "score": 0.5}, "2": {"n": 1, "correct": 1, "score": 1.0}}
     assert s["by_subject"]["Geometry"] == {"n": 2, "correct": 1, "score": 0.5}
-    assert "by_level" not in score([{"id": "x", "correct": True}])
+    assert "by_level" not in accuracy([{"id": "x", "correct": True}])
 
 
 def test_a_line_cut_by_a_kill_is_dropped_and_rerun(tmp_path):

@@ -211,7 +211,8 @@ def test_view_at_80_columns_keeps_the_counts_and_legend(tmp_path):
 
 
 def test_stats_at_80_columns_name_files_by_path_and_explain_filtered(tmp_path):
-    from dasd_local.analysis.metrics import collect, report_tables
+    from dasd_local.analysis.metrics import collect
+    from dasd_local.analysis.tables import report_tables
 
     steps = [{"text": "x", "category": c, "p_base": 0.5} for c in ("consistent", "reserved", "base_selected", "hard")]
     path = tmp_path / "runs" / "demo-dasd.jsonl"

@@ -13,7 +13,7 @@ import pytest
 from dasd_local.store.problems import load_problems
 from dasd_local.decoding.loop import DecodeConfig, Decoder, Failed
 from dasd_local.decoding.engine import Engine, EngineConfig
-from dasd_local.decoding.forcing import score
+from dasd_local.decoding.forcing import teacher_force
 from dasd_local.tasks.math import MathTask
 
 TOL = 0.1
@@ -116,8 +116,8 @@ def test_recorded_probabilities_match_teacher_forcing(model_path, dasd):
     with Engine(model_path, EngineConfig(n_ctx=2048, n_seq_max=1, n_ubatch=32)) as fresh:
         for rec in dasd.values():
             resp = rec["response_tokens"]
-            sb = score(fresh, rec["base_prompt_tokens"], resp)
-            sr = score(fresh, rec["reference_prompt_tokens"], resp)
+            sb = teacher_force(fresh, rec["base_prompt_tokens"], resp)
+            sr = teacher_force(fresh, rec["reference_prompt_tokens"], resp)
             diffs.append(np.abs(sb.p - [s["p_base"] for s in rec["steps"]]))
             diffs.append(np.abs(sr.p - [s["p_ref"] for s in rec["steps"]]))
             rank_same.append(sr.rank == [s["ref_rank"] for s in rec["steps"]])

@@ -117,9 +117,10 @@ elif verb == "eval":
     solved = ["0"] if "--adapter" in args else ["1"]  # each adapter solves problem 0; the untuned model problem 1
     write(Path(opt("-o")) / "predictions.jsonl", [{"id": i, "prediction": "x", "correct": i in solved} for i in ("0", "1")])
 elif verb == "stats":
-    from dasd_local.stats import report
+    from dasd_local.config import StatsConfig
+    from dasd_local.stats import stats
     files = [Path(p) for p in args[1:args.index("--threshold")]]
-    report(files, 2.5, json_out=Path(opt("--json")))
+    stats(StatsConfig(paths=tuple(files), json_out=Path(opt("--json"))))
 '''
 
 

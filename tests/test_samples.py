@@ -66,13 +66,13 @@ def replay(model_path, records: dict, tau: float = 0.2, k: int = 6, tol: float =
     """The independent audit: both views teacher-forced on a fresh engine find every sampled
     token inside the rule's accepted set, a reference top-K candidate the base view finds
     plausible, or the reference's top-1 where none is (within the kernels' tolerance)."""
-    from dasd_local.decoding.forcing import score
+    from dasd_local.decoding.forcing import teacher_force
 
     with Engine(model_path, EngineConfig(n_ctx=2048, n_seq_max=1, n_ubatch=32)) as fresh:
         for rec in records.values():
             resp = rec["response_tokens"]
-            b = score(fresh, rec["base_prompt_tokens"], resp)
-            r = score(fresh, rec["reference_prompt_tokens"], resp)
+            b = teacher_force(fresh, rec["base_prompt_tokens"], resp)
+            r = teacher_force(fresh, rec["reference_prompt_tokens"], resp)
             ok = ((r.rank < k) & (b.p >= tau - tol)) | (r.rank == 0)
             assert ok.all(), (rec["id"], [i for i, x in enumerate(ok) if not x])
 

@@ -50,7 +50,8 @@ def test_auto_batch_takes_the_device_ceiling_then_what_the_split_cache_holds(mon
 def test_batch_auto_is_the_default_and_a_number_or_auto_is_all_it_takes():
     import pytest
 
-    from dasd_local.config import AUTO, ConfigError, eval_decode, parse_batch
+    from dasd_local.config import AUTO, eval_decode, parse_batch
+    from dasd_local.errors import ConfigError
 
     assert DecodeConfig().batch == AUTO and eval_decode().batch == AUTO
     assert parse_batch("auto") == AUTO and parse_batch("8") == 8 and parse_batch(8) == 8

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dasd_local.analysis import evidence, intervals as uncertainty
+from dasd_local.analysis import intervals, metrics, preflight
 from dasd_local.store.problems import sample_ids, select
 
 
@@ -31,32 +31,32 @@ def test_bootstrap_ci_brackets_the_estimate_and_is_reproducible():
     rng = np.random.default_rng(0)
     den = rng.integers(1, 50, size=30)
     num = rng.binomial(den, 0.2)
-    a = uncertainty.ratio_ci(num, den, seed=7)
+    a = intervals.ratio_ci(num, den, seed=7)
     assert a["estimate"] == pytest.approx(num.sum() / den.sum())
     assert a["lo"] < a["estimate"] < a["hi"]
-    assert a == uncertainty.ratio_ci(num, den, seed=7)  # same seed, same interval
-    assert a != uncertainty.ratio_ci(num, den, seed=8)
-    assert uncertainty.ratio_ci([0, 0], [0, 0])["estimate"] is None
+    assert a == intervals.ratio_ci(num, den, seed=7)  # same seed, same interval
+    assert a != intervals.ratio_ci(num, den, seed=8)
+    assert intervals.ratio_ci([0, 0], [0, 0])["estimate"] is None
 
 
 def test_every_stats_ratio_gets_an_interval_matching_the_analysis():
     from dasd_local.analysis.metrics import summarize
 
     rs = records()
-    ci = evidence.cis(rs, seed=3)
+    ci = intervals.cis(rs, seed=3)
     s = summarize(rs)["all"]
     assert ci["high_ppl_ratio"]["estimate"] == pytest.approx(s["high_ppl_ratio"])
     assert ci["ppl"]["estimate"] == pytest.approx(s["ppl"])
     assert ci["pass_rate"]["estimate"] == pytest.approx(s["pass_rate"])
     for m in ("high_ppl_ratio", "ppl", "pass_rate"):
         assert ci[m]["lo"] <= ci[m]["estimate"] <= ci[m]["hi"]
-    per = evidence.file_cis(rs)
+    per = intervals.file_cis(rs)
     assert sorted(per["by_level"]) == ["1", "2", "3"]
 
 
 def test_paired_comparison_of_a_run_with_itself_is_zero():
     rs = records()
-    out = evidence.compare(rs, rs, seed=5)
+    out = intervals.compare(rs, rs, seed=5)
     assert out["common"] == len(rs) and out["only_a"] == out["only_b"] == 0
     for d in out["metrics"].values():
         assert d["diff"] == 0 and d["lo"] <= 0 <= d["hi"] and d["per_problem_mean"] == 0
@@ -65,7 +65,7 @@ def test_paired_comparison_of_a_run_with_itself_is_zero():
 def test_paired_comparison_sees_a_shift_and_matches_ids():
     a = records()
     b = [rec(r["id"], [min(1.0, s["p_base"] + 0.3) for s in r["steps"]], r["level"]) for r in reversed(a)]
-    d = evidence.compare(a, b + [rec("extra", [0.5])])
+    d = intervals.compare(a, b + [rec("extra", [0.5])])
     assert d["only_b"] == 1 and d["common"] == len(a)
     hp = d["metrics"]["high_ppl_ratio"]
     assert hp["diff"] < 0 and hp["hi"] < 0  # b is more likely under the base view everywhere
@@ -73,19 +73,19 @@ def test_paired_comparison_sees_a_shift_and_matches_ids():
 
 def test_segment_ppl_is_the_geometric_mean_of_its_token_ppl():
     ps = [0.5, 0.25, 0.8]
-    assert uncertainty.segment_ppl(ps) == pytest.approx(math.prod(1 / p for p in ps) ** (1 / 3))
+    assert metrics.segment_ppl(ps) == pytest.approx(math.prod(1 / p for p in ps) ** (1 / 3))
     r = rec("s", [0.5, 0.25, 0.9, 0.01, 0.02], texts=["a", "b\n", "c", "d", "e"])
-    segs = evidence.segments(r)
+    segs = metrics.segments(r)
     assert segs == [[0.5, 0.25], [0.9, 0.01, 0.02]]
-    table = evidence.segment_table([r])["all"]
+    table = metrics.segment_table([r])["all"]
     assert table["segments"] == 2 and sum(table["bins"].values()) == pytest.approx(1.0)
     # (0.9 * 0.01 * 0.02) ** (-1/3) = 17.7 > 15: one of two segments is ultra-high
     assert table["ultra_share"] == 0.5 and table["bins"][">15"] == 0.5 and table["bins"]["2.5-5"] == 0.5
 
 
 def test_histogram_bins_are_closed_above():
-    h = uncertainty.histogram([1.0, 1.5, 15.0, 15.01])
-    labels = uncertainty.bin_labels()
+    h = metrics.histogram([1.0, 1.5, 15.0, 15.01])
+    labels = metrics.bin_labels()
     assert dict(zip(labels, h)) == {"1-1.5": 0.5, "1.5-2": 0, "2-2.5": 0, "2.5-5": 0, "5-10": 0, "10-15": 0.25,
                                     ">15": 0.25}
 
@@ -117,16 +117,16 @@ def test_preflight_finds_the_answer_opening_and_warns_below_tau():
     good = rec("g", [0.9, 0.6, 0.5, 0.9], texts=["so ", "\\bo", "xed{", "4}"])
     bad = rec("b", [0.9, 0.05, 0.9, 0.9], texts=["so ", "\\bo", "xed{", "4}"])
     none = rec("n", [0.9], texts=["4"])
-    assert evidence.answer_opening(good, "\\boxed") == [0.6, 0.5]
-    assert evidence.answer_opening(none, "\\boxed") is None
-    out = evidence.preflight([good, bad, none], "\\boxed", 0.2)
+    assert preflight.answer_opening(good, "\\boxed") == [0.6, 0.5]
+    assert preflight.answer_opening(none, "\\boxed") is None
+    out = preflight.preflight([good, bad, none], "\\boxed", 0.2)
     assert (out["with_marker"], out["below_tau"], out["share_below"], out["warn"]) == (2, 1, 0.5, False)
-    assert evidence.preflight([bad], "\\boxed", 0.2)["warn"]
+    assert preflight.preflight([bad], "\\boxed", 0.2)["warn"]
 
 
 def test_sample_picks_the_same_problems_for_generate_and_score(data_dir):
     from dasd_local.store.problems import load_problems
-    from dasd_local.score import row_id
+    from dasd_local.decoding.forcing import row_id
     from dasd_local.store.records import read_jsonl
     from dasd_local.tasks import FieldMap, get_task
 
@@ -145,4 +145,4 @@ def test_category_intervals_follow_the_analysis_scope():
 
     rs = [rec("a", [0.9, 0.9], cats=["consistent", "hard"], correct=True),
           rec("b", [0.9, 0.9], cats=["hard", "hard"], correct=False)]
-    assert evidence.cis(rs)["hard"]["estimate"] == summarize(rs)["all"]["category_shares"]["hard"] == 0.5
+    assert intervals.cis(rs)["hard"]["estimate"] == summarize(rs)["all"]["category_shares"]["hard"] == 0.5

@@ -20,7 +20,6 @@ import numpy as np
 # config.py, a standard-library-only module, so this one still needs nothing but numpy
 from ..config import GREEDY, PUBLISHED_SAMPLING, STRATEGIES, RuleConfig, Sampling  # noqa: F401
 
-CATEGORIES = ("consistent", "reserved", "base_selected", "hard")
 CONSISTENT, RESERVED, BASE_SELECTED, HARD = range(4)
 NO_CATEGORY = -1
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
+from ..schema import CATEGORIES
+from ..tasks import Problem
 from . import rules
 from .draft import DraftLength, NgramIndex
 from .views import Views
-from ..tasks import Problem
 
 
 class Want(NamedTuple):
@@ -113,7 +114,7 @@ class Stats:
     accepted: int = 0
     finished: int = 0
     peak_cells: int = 0  # most KV cells the problems in flight held at once
-    categories: dict = field(default_factory=lambda: {c: 0 for c in rules.CATEGORIES})
+    categories: dict = field(default_factory=lambda: {c: 0 for c in CATEGORIES})
 
 
 def step_record(picks: rules.Picks, row: int, piece: bytes, candidates: bool) -> dict:
@@ -122,7 +123,7 @@ def step_record(picks: rules.Picks, row: int, piece: bytes, candidates: bool) ->
     step = {
         "token": int(picks.token[row]),
         "text": piece.decode("utf-8", "replace"),
-        "category": rules.CATEGORIES[cat] if cat >= 0 else None,
+        "category": CATEGORIES[cat] if cat >= 0 else None,
         "p_base": float(picks.p_base[row]),
         "p_ref": None if picks.p_ref is None else float(picks.p_ref[row]),
         "ref_rank": None if picks.ref_rank is None else int(picks.ref_rank[row]),

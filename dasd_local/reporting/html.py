@@ -17,7 +17,8 @@ from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
-from ..analysis.metrics import CATEGORIES, HIGH_PPL
+from ..config import HIGH_PPL
+from ..schema import CATEGORIES
 from ..errors import DasdError
 from ..store.records import atomic_write_text, read_jsonl, sidecar
 from .terminal import LEGEND
@@ -105,7 +106,8 @@ def plots_html(path: Path, records: list[dict]) -> str:
     """The `stats --plots` figures as inline base64 PNG images (a note without matplotlib)."""
     import tempfile
 
-    from ..analysis.metrics import file_stats, write_plots
+    from ..analysis.metrics import file_stats
+    from ..analysis.plots import write_plots
 
     try:
         import matplotlib  # noqa: F401  (the analysis extra)

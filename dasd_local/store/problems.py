@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
-from .records import RECORD_KEYS
+from ..schema import RECORD_KEYS
 from ..tasks import FieldMap, Problem, Task
 
 

@@ -26,14 +26,6 @@ from typing import Iterable, Iterator
 
 from ..errors import InputError, OutputError, WriteError
 
-# Top-level fields of a generation record (decode.Decoder._record) and of what verify and
-# score add; an input column of the same name passes through as `input_<name>`.
-RECORD_KEYS = frozenset({
-    "id", "task", "answer_format", "strategy", "config", "question", "reference_solution", "base_prompt",
-    "reference_prompt", "base_prompt_tokens", "reference_prompt_tokens", "response", "response_tokens",
-    "finish_reason", "steps", "stop_step", "correct", "extracted", "verify_detail", "response_source",
-    "rejected_response", "rewrite_correct",
-})
 
 
 def sidecar(out: Path, kind: str) -> Path:
@@ -98,11 +90,6 @@ def _fsync_dir(d: Path) -> None:
 
 def jsonl_text(records: Iterable[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-
-
-def problem_id_of(record: dict) -> str:
-    """The problem a record answers: its `problem_id` (one of `generate --samples`' samples), else its id."""
-    return str(record.get("problem_id", record.get("id")))
 
 
 class Appender:

@@ -174,13 +174,13 @@ def prepare_examples(records: list[dict], gguf_path: Path, cfg: TrainConfig, rep
 
 def _score_missing(engine, pairs, probs, cfg: TrainConfig, report: DataReport) -> list:
     """p_base by teacher forcing the base view in llama.cpp, for records without steps."""
-    from ..decoding.forcing import score
+    from ..decoding.forcing import teacher_force
 
     out = list(probs)
     for i, ((rid, prompt, response), p) in enumerate(zip(pairs, probs)):
         if p is None and len(prompt) < cfg.max_length:  # longer prompts are dropped anyway
             budget = cfg.max_length - len(prompt)  # and tokens past max_length are cut
-            scored = score(engine, prompt, response[:budget]).p
+            scored = teacher_force(engine, prompt, response[:budget]).p
             out[i] = [float(x) for x in scored] + [1.0] * (len(response) - len(scored))
             report.scored += 1
     return out
