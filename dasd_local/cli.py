@@ -105,7 +105,7 @@ class Values:
         return cls(**{**args, **extra})
 
 
-def verb(name: str | None = None, *, uses: list, extra: list = ()):
+def verb(name: str, *, uses: list, extra: list = ()):
     """Register `body(values)` as a command whose options are the named config fields.
 
     `uses`: (config class, field names or ALL[, {field: flag}]) in option order; `extra`:
@@ -137,7 +137,7 @@ def verb(name: str | None = None, *, uses: list, extra: list = ()):
         command.__annotations__ = {p.name: p.annotation for p in ordered}
         command.__doc__ = body.__doc__
         command.__name__ = body.__name__
-        app.command(name or body.__name__.rstrip("_"))(command)
+        app.command(name)(command)
         return body
     return deco
 
@@ -160,8 +160,8 @@ IN_JSONL = "Records written by `dasd-local generate`."
 # ---- the verbs -------------------------------------------------------------------------
 
 
-@verb(uses=[(C.RunConfig, ALL), (C.DecodeConfig, ALL), RAY])
-def generate(v: Values) -> None:
+@verb("generate", uses=[(C.RunConfig, ALL), (C.DecodeConfig, ALL), RAY])
+def _generate(v: Values) -> None:
     """Decode every problem with the base and reference views; write training records.
 
     Columns each task reads (others pass through to the records): math: unique_id (id), problem
@@ -181,8 +181,8 @@ def generate(v: Values) -> None:
     _echo_skipped(m["failed_now"], 5)  # skipped rows were shown before decoding
 
 
-@verb(uses=[(C.ViewConfig, ALL)])
-def view(v: Values) -> None:
+@verb("view", uses=[(C.ViewConfig, ALL)])
+def _view(v: Values) -> None:
     """Show responses with every token coloured by how DASD chose it (terminal, or --html)."""
     from .view import view as run_view
 
@@ -191,8 +191,8 @@ def view(v: Values) -> None:
         typer.echo(f"wrote {v['html']}: {totals['problems']} problems, {totals['tokens']} tokens")
 
 
-@app.command()
-def models() -> None:
+@app.command("models")
+def _models() -> None:
     """List the model registry."""
     from rich.console import Console
 
@@ -202,7 +202,7 @@ def models() -> None:
 
 
 @verb("export", uses=[(C.ExportConfig, ALL)])
-def export_(v: Values) -> None:
+def _export(v: Values) -> None:
     """Kept records to a datasets dataset, parquet, TRL JSONL or ShareGPT, with a dataset card."""
     import shlex
 
@@ -216,10 +216,10 @@ def export_(v: Values) -> None:
                + ", ".join(s["files"]) + (f"; pushed to {s['pushed']}" if s.get("pushed") else ""))
 
 
-@verb(uses=[(C.VerifyConfig, ALL)],
+@verb("verify", uses=[(C.VerifyConfig, ALL)],
       extra=[("inp", Path, typer.Argument(..., metavar="IN.jsonl", help=IN_JSONL)),
              ("out", Path, typer.Option(..., "--out", "-o", help="Where to write the kept records (JSONL)."))])
-def verify(v: Values) -> None:
+def _verify(v: Values) -> None:
     """Mark every record correct or not (answer check / tests), write the kept ones."""
     from rich.console import Console
 
@@ -245,7 +245,7 @@ EVAL_SKIPS = ("reference_field", "ubatch", "kv", "kv_type")  # eval decodes the 
                                      and (f.metadata.get("flag"))]),
                     (C.DecodeConfig, ["batch", "max_new_tokens"]),
                     (C.RayConfig, ALL, {"workers": "--ray-workers"})])  # --workers: the answer checks
-def eval_(v: Values) -> None:
+def _eval(v: Values) -> None:
     """Greedy answers (base view) of a model (+ adapter) on a split: accuracy or pass@1."""
     from rich.console import Console
 
@@ -262,8 +262,8 @@ def eval_(v: Values) -> None:
                   f"({summary['ran_now']} answered now{rejudged}, {summary['n']} judged in all)")
 
 
-@verb(uses=[(C.TrainConfig, ALL)])
-def train(v: Values) -> None:
+@verb("train", uses=[(C.TrainConfig, ALL)])
+def _train(v: Values) -> None:
     """LoRA-tune the model on kept records (loss on the response); write a PEFT and a llama.cpp GGUF adapter.
 
     Several processes: `torchrun --nproc_per_node N -m dasd_local train ...` or `accelerate launch -m dasd_local train ...`."""
@@ -279,8 +279,8 @@ def train(v: Values) -> None:
         typer.echo(f"merged model: {m['merged_gguf']}")
 
 
-@verb(uses=[(C.StatsConfig, ALL)])
-def stats(v: Values) -> None:
+@verb("stats", uses=[(C.StatsConfig, ALL)])
+def _stats(v: Values) -> None:
     """High-PPL ratio, perplexity, token categories, pass rate and view overlap, per file and level.
     With --compare and two files: their paired difference over the common problem ids."""
     from .stats import stats as run_stats
@@ -297,7 +297,7 @@ SCORE_SKIPS = ("choices_field", "tests_field", "adapter", "ctx", "ubatch", "kv",
                                           "dataset rows (their gold solution is scored).")),
              ("out", Path, typer.Option(..., "--out", "-o", help="Output JSONL: the records with per-token fields "
                                         "under both views."))])
-def score_(v: Values) -> None:
+def _score(v: Values) -> None:
     """Teacher-force any response under the base and reference views (the scoring pass)."""
     from .score import score_file
 

@@ -96,31 +96,10 @@ class _Judge:
         self.pool.shutdown()
 
 
-def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, console) -> dict:
-    """Decode `todo` (base view, greedy) and append each judged answer to `path`."""
-    from .decoding.slots import Failed
-    from .store.progress import DecodeProgress
-    from .decoding.session import DecodeSession
-
-    with DecodeSession(cfg, task, cfg.decode) as session, Appender(path) as out, \
-            DecodeProgress("eval", len(todo), console) as bar:
-        judge = _Judge(task, out, cfg.workers)
-        try:
-            for item in session.run(todo, bar.step):
-                if isinstance(item, Failed):
-                    judge.failed(item.problem.id, item.error)
-                else:
-                    judge.submit(item)
-                bar.done_one()
-        finally:
-            judge.close()
-    return {"decode_calls": session.stats.decode_calls, "emitted_tokens": session.stats.emitted,
-            "cpu_weights": session.engine.config.cpu_weights}
-
-
-def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path, console, ray) -> dict:
-    """The same on a Ray cluster: actors decode, answers stream back and are judged here."""
-    from .runner import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
+def _decode_and_judge(cfg: EvalConfig, task: Task, todo: list, path: Path, console, ray) -> dict:
+    """Decode `todo` (base view, greedy; here or on Ray) and append each judged answer to `path`."""
+    from .decoding.session import DecodeJob
+    from .runner import run
 
     with Appender(path) as out:
         judge = _Judge(task, out, cfg.workers)
@@ -132,14 +111,15 @@ def _decode_and_judge_on_ray(cfg: EvalConfig, task: Task, todo: list, path: Path
                 judge.submit(record)
 
         try:
-            info = run_blocks(DecodeJob(for_worker(cfg, ray), cfg.task, cfg.decode),
-                              [(p.id, problem_payload(p)) for p in todo], ray, on_result,
-                              batch=cfg.decode.most_batch, label="eval (ray)", console=console)
+            job = DecodeJob(cfg, task.name, task.answer_format, cfg.decode)
+            facts = run(job, [(p.id, job.payload(p)) for p in todo], on_result, ray, batch=cfg.decode.most_batch,
+                        label="eval", console=console)
         finally:
             judge.close()
-    stats, facts = info.pop("stats"), info.pop("info")
+    stats = facts["stats"]
     return {"decode_calls": stats.get("decode_calls", 0), "emitted_tokens": stats.get("emitted", 0),
-            "cpu_weights": (facts.get("engine") or {}).get("cpu_weights"), **model_facts(facts, cfg.model), "ray": info}
+            "cpu_weights": (facts["info"].get("engine") or {}).get("cpu_weights"), "info": facts["info"],
+            **({"ray": facts["ray"]} if facts["ray"] else {})}
 
 
 def accuracy(lines: list[dict]) -> dict:
@@ -183,12 +163,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     todo = [p for p in problems if p.id not in done]
     started = time.time()
     try:
-        if not todo:
-            stats = {}
-        elif on_ray:
-            stats = _decode_and_judge_on_ray(cfg, task, todo, path, console, ray)
-        else:
-            stats = _decode_and_judge(cfg, task, todo, path, console)
+        stats = _decode_and_judge(cfg, task, todo, path, console, ray) if todo else {"info": {}}
     finally:
         task.close()
     seconds = time.time() - started
@@ -198,26 +173,23 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
         "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **accuracy(lines),
         "problems": len(problems), "ran_now": len(todo), "rejudged": rejudged, "seconds_now": round(seconds, 1),
         "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
-        "skipped_rows": len(skipped.rows), "data": str(source), **_model_info(cfg, stats), **stats, "versions": versions(),
+        "skipped_rows": len(skipped.rows), "data": str(source), **_model_info(cfg, stats.pop("info")), **stats,
+        "versions": versions(),
         "config": cfg.flat(),
     }
     _rewrite_json(cfg.out_dir / SUMMARY, summary)
     return summary
 
 
-def _model_info(cfg: EvalConfig, stats: dict) -> dict:
-    """The model's path and sha256 (on Ray, as the workers reported them: `stats`)."""
-    from .models import resolve
+def _model_info(cfg: EvalConfig, info: dict) -> dict:
+    """The model's path and sha256 as the sessions opened it, and the adapter's."""
+    from .runner import model_facts
     from .store.records import sha256_file
 
-    if "model" in stats:
-        info = {}
-    else:
-        path, _ = resolve(cfg.model)
-        info = {"model": str(path), "model_sha256": sha256_file(path)}
+    facts = model_facts(info, cfg.model)
     if cfg.adapter:
-        info.update(adapter=str(cfg.adapter), adapter_sha256=sha256_file(cfg.adapter))
-    return info
+        facts.update(adapter=str(cfg.adapter), adapter_sha256=sha256_file(cfg.adapter))
+    return facts
 
 
 def _rewrite_json(path: Path, obj: dict) -> None:

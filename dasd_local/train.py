@@ -120,7 +120,7 @@ def _prepare(cfg: TrainConfig, run: Path):
     import torch
 
     from .models import resolve
-    from .training.data import read_records
+    from .training.data import read_training_records
     from .training.model import check_architecture, pick_backend
 
     backend = pick_backend(cfg.backend)  # fail before any weights are read; unsloth (GPU) is imported first
@@ -129,7 +129,7 @@ def _prepare(cfg: TrainConfig, run: Path):
         torch.set_num_threads(cfg.threads)  # (accelerate sets it per process when several share a CPU)
     gguf_path, _ = resolve(cfg.model)
     check_architecture(gguf_path)
-    records, report = read_records(cfg.data)
+    records, report = read_training_records(cfg.data)
     state = PartialState(cpu=not torch.cuda.is_available())  # joins the process group under torchrun / accelerate
     ckpt = open_run(run, cfg, create=state.is_main_process)
     if cfg.resume and ckpt is not None:

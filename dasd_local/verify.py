@@ -24,6 +24,7 @@ from .config import VerifyConfig  # noqa: F401  (callers import it from here too
 from .errors import ConfigError, InputError
 from .store.lock import one_writer
 from .decoding.baselines import sdft_rejects
+from .analysis.metrics import level_key
 from .schema import problem_id_of
 from .store.records import atomic_write_text, iter_jsonl, jsonl_text, no_records, output_dir
 from .tasks import Task, Verdict, get_task
@@ -64,7 +65,7 @@ class Report:
         return tuple(sum(g[i] for g in self.groups.values()) for i in range(3))
 
 
-def read_records(path: Path, skipped: list[str]) -> Iterator[tuple[str, dict]]:
+def located_records(path: Path, skipped: list[str]) -> Iterator[tuple[str, dict]]:
     """(file:line, record) for every JSON object line; anything else is skipped."""
     for where, rec, why in iter_jsonl(path):
         if why is None:
@@ -143,7 +144,7 @@ def verify_file(inp: Path, out: Path, cfg: VerifyConfig) -> Report:
     if Path(inp).resolve() == Path(out).resolve():
         raise ConfigError(f"-o {out} is the input file: choose another output path")
     report = Report()
-    records = list(read_records(Path(inp), report.skipped))
+    records = list(located_records(Path(inp), report.skipped))
     if not records:
         raise no_records(inp, report.skipped)
     task = resolve_task(cfg.task, records)
@@ -199,12 +200,8 @@ def report_table(report: Report, title: str):
     def row(name: str, level: str, n: int, ok: int, kept: int, **style) -> None:
         table.add_row(name, level, str(n), str(ok), f"{100 * ok / n:.1f}%" if n else "-", str(kept), **style)
 
-    order = sorted(report.groups, key=lambda k: (k[0], _level_key(k[1])))
+    order = sorted(report.groups, key=lambda k: (k[0], level_key(k[1])))
     for strategy, level in order:
         row(strategy, level, *report.groups[(strategy, level)])
     row("total", "", *report.totals(), style="bold")
     return table
-
-
-def _level_key(level: str) -> tuple:
-    return (0, int(level), "") if level.lstrip("-").isdigit() else (1, 0, level)

@@ -24,7 +24,7 @@ import pytest
 
 from dasd_local.config import DecodeConfig, RunConfig
 from dasd_local.config import RayConfig, parse_workers
-from dasd_local.runner import Tally, block_size, deliver, pool_size
+from dasd_local.runner import Throughput, block_size, deliver, pool_size
 from dasd_local.errors import ConfigError, ModelError
 from dasd_local.generate import generate
 
@@ -53,14 +53,14 @@ def test_the_driver_writes_each_id_once_and_stops_on_a_fatal_row():
         return {"id": pid, "record": "" if error else json.dumps({"id": pid}), "error": error, "fatal": fatal,
                 "worker": worker, "busy": 2.0, "info": info}
 
-    got, tally = [], Tally()
+    got, tally = [], Throughput()
     rows = [row("a"), row("b", "n:2"), row("a", "n:2"), row("old"), row("c", error="too long")]
     deliver(iter(rows), {"old"}, tally, lambda *r: got.append(r))
     assert got == [("a", {"id": "a"}, None), ("b", {"id": "b"}, None), ("c", None, "too long")]
     assert tally.duplicates == 2 and tally.manifest()["worker_count"] == 2
     assert tally.stats() == {"emitted": 10, "categories": {"hard": 2}} and tally.tokens_per_s() == 5.0
     with pytest.raises(ModelError, match="^node x: model missing$"):
-        deliver(iter([row("d", fatal="node x: model missing")]), set(), Tally(), lambda *r: None)
+        deliver(iter([row("d", fatal="node x: model missing")]), set(), Throughput(), lambda *r: None)
 
 
 def cli_without_ray(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -150,7 +150,7 @@ def worker_pids() -> list[int]:
     found = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if "DecodeWorker" in " ".join(p.cmdline()):
+            if "JobWorker" in " ".join(p.cmdline()):
                 found.append(p.pid)
         except psutil.Error:
             pass

@@ -182,13 +182,13 @@ def test_models_at_80_columns_keep_whole_names():
 
 
 def test_progress_at_80_columns_keeps_count_and_time():
-    from dasd_local.store.progress import DecodeProgress
+    from dasd_local.store.progress import Bar
 
     stats = SimpleNamespace(categories={"consistent": 90, "reserved": 5, "base_selected": 3, "hard": 2},
                             emitted=100, rows=400, decode_calls=30, accepted=0, drafted=0)
     out = io.StringIO()
     console = Console(file=out, width=80, color_system=None, force_terminal=False)
-    with DecodeProgress("dasd", 36, console=console) as bar:
+    with Bar("dasd", 36, console=console) as bar:
         for _ in range(12):
             bar.done_one()
         bar.step(stats)
@@ -251,16 +251,38 @@ def test_an_empty_record_file_is_one_error(tmp_path, verb):
             collect([tmp_path / "e.jsonl"])
 
 
-def test_ctrl_c_while_decoding_keeps_what_is_written(tmp_path):
+def test_ctrl_c_while_decoding_keeps_what_is_written(tmp_path, monkeypatch):
+    """generate through the runner with a job whose decoding is interrupted after one record."""
+    from dataclasses import dataclass
+
+    from dasd_local.config import DecodeConfig, RunConfig
+    from dasd_local.decoding import session
     from dasd_local.errors import Interrupted
-    from dasd_local.store.progress import decode_to
-    from dasd_local.store.records import RunWriter
+    from dasd_local.generate import generate
 
-    def run(todo, on_step):
-        yield {"id": "a"}
-        raise KeyboardInterrupt
+    class Session:
+        def run(self, payloads, on_step=None):
+            yield payloads[0]["id"], {"id": payloads[0]["id"]}, None
+            raise KeyboardInterrupt
 
-    writer = RunWriter(tmp_path / "o.jsonl")
+        def stats(self):
+            return {}
+
+        def info(self):
+            return {}
+
+        def close(self):
+            pass
+
+    @dataclass(frozen=True)
+    class Job(session.DecodeJob):
+        def open(self):
+            return Session()
+
+    monkeypatch.setattr(session, "DecodeJob", Job)
+    out = tmp_path / "o.jsonl"
     with pytest.raises(Interrupted, match="^interrupted: 1 done, rerun the same command to resume$") as e:
-        decode_to(writer, run, ["a", "b"], "dasd", Console(file=io.StringIO()))
-    assert e.value.exit_code == 130 and (tmp_path / "o.jsonl").read_text() == '{"id": "a"}\n'
+        generate(RunConfig(limit=2, out=out), DecodeConfig(), Console(file=io.StringIO()))
+    assert e.value.exit_code == 130 and out.read_text() == '{"id": "demo/apples/0"}\n'
+
+

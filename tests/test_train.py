@@ -16,7 +16,7 @@ from lora_check import compare, held_out_prompts, llama_logprobs, torch_logprobs
 
 from dasd_local.errors import ConfigError, InputError, ModelError
 from dasd_local.train import TrainConfig, train
-from dasd_local.training.data import IGNORE, DataReport, make_example, prepare_examples, read_records
+from dasd_local.training.data import IGNORE, DataReport, make_example, prepare_examples, read_training_records
 from dasd_local.training.loop import count_steps, training_args
 from dasd_local.training.model import token_nll
 
@@ -106,14 +106,14 @@ def test_config_checks_name_the_option_and_its_range():
 
 
 def test_cli_defaults_are_the_config_defaults():
-    import inspect
+    import typer.main
 
     from dasd_local import cli
 
-    params = inspect.signature(cli.train).parameters
+    # the CLI's options are built from the config's fields (cli.verb)
+    params = {p.name: p.default for p in typer.main.get_command(cli.app).commands["train"].params}
     defaults = {f: getattr(TrainConfig(data="d", out="o"), f) for f in params if f not in ("data", "out")}
-    # the CLI's options are typer OptionInfo objects built from the config's fields (cli.opt)
-    assert {f: getattr(params[f].default, "default", params[f].default) for f in defaults} == defaults
+    assert len(defaults) == 22 and {f: params[f] for f in defaults} == defaults
 
 
 def test_make_example_labels_only_the_response_and_masks_low_p_base():
@@ -229,7 +229,7 @@ def test_step_count_follows_data_batches_and_processes():
 
 
 def test_records_drop_incorrect_and_mask_exactly_low_recorded_p_base(records_path, model_path):
-    records, report = read_records(records_path)
+    records, report = read_training_records(records_path)
     assert len(records) == N_RECORDS - len(INCORRECT) and report.dropped_incorrect == len(INCORRECT)
     cfg = TrainConfig(data=str(records_path), out="o", mask_ppl=2.5, max_length=256)
     examples = prepare_examples(records, model_path, cfg, report)
@@ -245,7 +245,7 @@ def test_records_drop_incorrect_and_mask_exactly_low_recorded_p_base(records_pat
 def test_mask_ppl_scores_records_without_probabilities(records_path, model_path):
     """Without steps, p_base comes from llama.cpp teacher forcing; it must agree with the
     incrementally decoded p_base except within the kernels' batch-shape noise of 0.4."""
-    records, report = read_records(records_path)
+    records, report = read_training_records(records_path)
     bare = [{k: v for k, v in r.items() if k != "steps"} for r in records]
     cfg = TrainConfig(data=str(records_path), out="o", mask_ppl=2.5, max_length=256, threads=1)
     examples = prepare_examples(bare, model_path, cfg, report)
@@ -266,7 +266,7 @@ def test_text_only_records_are_tokenized_through_the_chat_template(tmp_path, mod
 
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps({"id": "a", "question": "What is 2+2?", "response": "2+2 = 4."}) + "\n")
-    records, report = read_records(path)
+    records, report = read_training_records(path)
     (ex,) = prepare_examples(records, model_path, TrainConfig(data=str(path), out="o", max_length=256), report)
     with Engine(model_path) as engine:
         text = ViewBuilder(engine, None).render("What is 2+2?")
@@ -362,7 +362,7 @@ def test_run_directory_describes_itself(trained):
 def test_training_lowers_the_loss_on_its_own_data(trained, peft_model, records_path, model_path):
     from dasd_local.training.model import mean_loss
 
-    records, report = read_records(records_path)
+    records, report = read_training_records(records_path)
     examples = prepare_examples(records, model_path, _config(records_path, "unused"), report)[:8]
     after = mean_loss(peft_model, examples)
     with peft_model.disable_adapter():

@@ -137,7 +137,7 @@ def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir
     """verify -> train_data: a wrong rewrite cut at max_new_tokens (`length`) is replaced by
     the gold solution, which is complete, so training must still teach it to stop."""
     from dasd_local.train import TrainConfig
-    from dasd_local.training.data import prepare_examples, read_records
+    from dasd_local.training.data import prepare_examples, read_training_records
 
     rows = [json.loads(line) for line in (data_dir / "math" / "math500.jsonl").open()][:4]
     records = [{**r, "question": row["problem"], "finish_reason": "length", "steps": [{"p_base": 0.5}] * 3}
@@ -147,7 +147,7 @@ def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir
     kept = read_jsonl(tmp_path / "out.jsonl")
     gold = [r for r in kept if r["response_source"] == "reference"]
     assert len(gold) == 2 and all(r["finish_reason"] == "stop" and r["rejected_finish_reason"] == "length" for r in gold)
-    recs, report = read_records(tmp_path / "out.jsonl")
+    recs, report = read_training_records(tmp_path / "out.jsonl")
     cfg = TrainConfig(data=str(tmp_path / "out.jsonl"), out="o", max_length=1024, threads=1)
     examples = prepare_examples(recs, model_path, cfg, report)
     for rec, ex in zip(recs, examples):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .fields import AT_LEAST_0, AT_LEAST_1, check_fields, setting
 
@@ -47,3 +47,9 @@ class RayConfig:
     @property
     def pool(self) -> tuple[int, int] | None:
         return parse_workers(self.workers)
+
+    def worker_options(self, opts):
+        """Engine options (an EngineOptions) as each actor runs them: its thread share; with
+        GPUs, every layer offloaded unless --n-gpu-layers says otherwise."""
+        gpu_layers = opts.n_gpu_layers or (-1 if self.gpus_per_worker > 0 else 0)
+        return replace(opts, threads=self.threads_per_worker, n_gpu_layers=gpu_layers)

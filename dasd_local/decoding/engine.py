@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import CPU_WEIGHTS
+from ..config import CPU_WEIGHTS, KV_TYPES
 from ..errors import ModelError
-
-KV_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0"}  # name -> llama_cpp constant
 
 # Architectures whose GGUF is an encoder or embedding model, not a causal LM.
 ENCODER_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert",
@@ -221,7 +219,7 @@ class Engine:
         threads = c.n_threads or os.cpu_count() or 1
         cp.n_threads = cp.n_threads_batch = threads
         cp.kv_unified = c.kv_unified
-        cp.type_k = cp.type_v = getattr(ll, KV_TYPES[c.kv_type])
+        cp.type_k = cp.type_v = getattr(ll, f"GGML_TYPE_{c.kv_type.upper()}")  # f16 -> GGML_TYPE_F16
         cp.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if c.flash_attn else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cp.no_perf = True
         ctx = ll.llama_init_from_model(self._model, cp)

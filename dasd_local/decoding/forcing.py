@@ -200,21 +200,26 @@ def has_topk(record: dict) -> bool:
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """The scoring pass on Ray: each actor opens the model once and scores block after block."""
+    """The scoring pass as a runner job: a session opens the model once and scores block
+    after block (here: one block; on Ray: each actor its own)."""
 
-    cfg: ScoreConfig
+    opts: ScoreConfig
 
-    def open(self) -> "_ScoreRun":
-        return _ScoreRun(self.cfg)
+    def open(self) -> ScoreRun:
+        return ScoreRun(self.opts)
 
 
-class _ScoreRun:
+class ScoreRun:
+    """A ScoreJob's open session."""
+
     def __init__(self, cfg: ScoreConfig):
         self.cfg, self.tokens = cfg, 0
         self.session = scoring_session(cfg)
         self.session.open()
 
-    def run(self, payloads: list[dict]):
+    def run(self, payloads: list[dict], on_step=None):
+        """Payloads {"index", "row"}: (id, scored record | None, why not | None) per row; the
+        context is sized for the block's longest item (`on_step`: nothing to report per call)."""
         engine = self.session.engine
         items = [prepare(p["row"], p["index"], engine, self.session.builder, self.cfg) for p in payloads]
         fit_context(engine, items)

@@ -81,9 +81,8 @@ class Decoder:
         if self.sampled:  # one generator per problem: its draws do not depend on the batch
             slot.rng = np.random.default_rng([self.cfg.seed, zlib.crc32(problem.id.encode())])
         slot.twins = hash((tuple(b.prompt), tuple(r.prompt) if r is not None else None))
-        limit = min(self.engine.seq_cells, self.engine.n_ctx_train)
-        longest = max(len(b.prompt), len(r.prompt) if r else 0) + self.cfg.max_new_tokens
-        if slot.cells(self.cfg.max_new_tokens) > self.engine.config.n_ctx or longest > limit:
+        need, longest = slot.need(self.cfg.max_new_tokens)
+        if need > self.engine.config.n_ctx or longest > min(self.engine.seq_cells, self.engine.n_ctx_train):
             return Failed(problem, f"prompt ({len(b.prompt)}/{len(r.prompt) if r else 0} tokens) + "
                                    f"max_new_tokens {self.cfg.max_new_tokens} does not fit the context "
                                    f"({self.engine.seq_cells} cells per sequence, trained for {self.engine.n_ctx_train})")
@@ -272,7 +271,7 @@ class Decoder:
         a split cache gives every slot its own streams, so there is nothing to reserve."""
         if not self.engine.config.kv_unified:
             return 0
-        return slot.cells(self.cfg.max_new_tokens, slot.shared)
+        return slot.need(self.cfg.max_new_tokens, slot.shared)[0]
 
     def _fill(self, loop: Loop) -> Iterator[Failed]:
         """Admit problems into free slots while their worst-case KV cells fit the cache."""

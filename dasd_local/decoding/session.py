@@ -16,12 +16,12 @@ Knows the engine's surface, the prompts and the decode loop; knows nothing about
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Iterator
 
 from ..config import AUTO, AUTO_BATCH, DecodeConfig, EngineOptions
 from .loop import Decoder
-from .slots import Failed, Stats
+from .slots import Failed, Stats, kv_need
 from ..tasks import Problem, Task
 
 # the most KV memory `--kv auto` gives a split cache, and a unified pool by default
@@ -166,14 +166,8 @@ class DecodeSession:
     def needs(self, problems: list[Problem], views: dict, cfg: DecodeConfig) -> tuple[list[int], int]:
         """Each problem's worst-case cells (both views, prompt + max_new_tokens) and the
         longest single view."""
-        needs, longest = [], 0
-        for p in problems:
-            v = views[id(p)]
-            n = len(v.base_tokens) + cfg.max_new_tokens
-            r = 0 if cfg.base_only else len(v.ref_tokens) + cfg.max_new_tokens
-            needs.append(n + r)
-            longest = max(longest, n, r)
-        return needs, longest
+        counted = [kv_need(views[id(p)], cfg.max_new_tokens, cfg.base_only) for p in problems]
+        return [need for need, _ in counted], max((view for _, view in counted), default=0)
 
     def split_cells_per_seq(self, longest: int) -> int:
         """A split cache's cells per sequence: the longest view, in whole 256s, within the trained context."""
@@ -202,3 +196,54 @@ class DecodeSession:
         # cache layout a new session would give it (the KV cells' placement stays bit-for-bit
         # reproducible), at the cost of one context allocation per block
         self.engine.resize(n_ctx, n_seq, kv_unified=unified)
+
+
+# ---- the runner's job (runner.run: here or on Ray) --------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """Generation or eval as a runner job: a session holds one DecodeSession (the model
+    loaded once) and decodes block after block with it (here: one block; on Ray: each
+    actor its own). Picklable: the task travels by name and answer format."""
+
+    opts: EngineOptions
+    task: str
+    answer_format: str | None
+    cfg: DecodeConfig
+
+    def open(self) -> DecodeRun:
+        return DecodeRun(self)
+
+    @staticmethod
+    def payload(p: Problem) -> dict:
+        """A problem as the JSON-able dict a session (here or on a Ray actor) rebuilds it from."""
+        return {"id": p.id, "question": p.question, "reference": p.reference, "fields": p.fields}
+
+
+class DecodeRun:
+    """A DecodeJob's open session, fed one block of payloads at a time."""
+
+    def __init__(self, job: DecodeJob):
+        from ..tasks import get_task
+
+        self.session = DecodeSession(job.opts, get_task(job.task, job.answer_format), job.cfg)
+        self.session.open()
+
+    def run(self, payloads: list[dict], on_step: Callable[[Stats], None] | None = None):
+        for item in self.session.run([Problem(**p) for p in payloads], on_step):
+            if isinstance(item, Failed):
+                yield item.problem.id, None, item.error
+            else:
+                yield item["id"], item, None
+
+    def stats(self) -> dict:
+        return asdict(self.session.stats)
+
+    def info(self) -> dict:
+        s = self.session
+        return {"model": str(s.engine.path), "engine": asdict(s.engine.config), "decode": asdict(s.cfg),
+                "template": s.builder.template_source}
+
+    def close(self) -> None:
+        self.session.close()

@@ -78,15 +78,24 @@ class Slot:
         else:
             self.b.seq, self.r.seq = 2 * index, 2 * index + 1
 
-    def cells(self, max_new: int, shared: int = 0) -> int:
-        """KV cells this problem may need at most (`shared`: prompt cells both views use once).
-        Counted from the prompts as built: a view's token list grows as tokens are emitted."""
-        n = len(self.views.base_tokens) + max_new
-        return n + (len(self.views.ref_tokens) + max_new - shared if self.r else 0)
+    def need(self, max_new: int, shared: int = 0) -> tuple[int, int]:
+        """kv_need of this problem, counted from the prompts as built (a view's token list
+        grows as tokens are emitted)."""
+        return kv_need(self.views, max_new, self.r is None, shared)
 
     def held(self, unified: bool) -> int:
         """KV cells this problem holds now; a unified cache stores copied prefixes once."""
         return sum(v.fed - (v.borrowed if unified else 0) for v in (self.b, self.r) if v is not None)
+
+
+def kv_need(views: Views, max_new: int, base_only: bool = False, shared: int = 0) -> tuple[int, int]:
+    """The KV cells one problem may need at most (both views' prompts and `max_new` tokens
+    each; `shared`: prompt cells both views hold once, in a unified cache) and its longest
+    view (what one sequence must hold). The one count that sizes the context (session.py)
+    and admits problems into it (loop.py)."""
+    base = len(views.base_tokens) + max_new
+    ref = 0 if base_only else len(views.ref_tokens) + max_new
+    return base + ref - (0 if base_only else shared), max(base, ref)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The dataset card of an export: README.md with YAML front matter, as the hub reads it.
+"""The dataset card of an export: README.md with YAML front matter, written through
+huggingface_hub's DatasetCard / DatasetCardData (the classes the hub reads cards with).
 
 The numbers come from the same places as elsewhere: the token statistics from
 analysis.collect (what `dasd-local stats` prints for the same files), the model and its
@@ -9,6 +10,10 @@ manifest. Knows the card's layout; knows nothing about formats or models.
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..analysis.tables import pct
+from ..config import HIGH_PPL
+from ..schema import CATEGORIES
 
 # Licences of the sources this project knows (see ../shared/data/SOURCES.md); others: --license.
 KNOWN_LICENSES = {"math": "mit", "mbpp": "cc-by-4.0", "arc_challenge": "cc-by-sa-4.0", "demo": "mit"}
@@ -71,38 +76,33 @@ def _size_category(n: int) -> str:
     return "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
 
 
-def front_matter(facts: dict) -> str:
+def card_data(facts: dict):
+    """The card's YAML front matter as huggingface_hub's DatasetCardData, the class the hub
+    itself reads cards with (the `dasd` block, our own facts, is an extra key it keeps)."""
     try:
-        import yaml  # PyYAML comes with huggingface_hub / datasets (the hub extra)
+        from huggingface_hub import DatasetCardData
     except ImportError:
         from ..errors import DasdError
 
         raise DasdError("export writes a dataset card: pip install 'dasd-local[hub]'") from None
 
     lic = facts["license"]
-    meta = {
-        "license": (lic[0] if len(lic) == 1 else "other") if lic else "unknown",
-        "task_categories": ["text-generation"], "language": ["en"],
-        "tags": ["dasd", "distillation", "synthetic", "dasd-local"],
-        "size_categories": [_size_category(facts["counts"]["kept"])],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILES[facts["format"]]}]}],
-        "dasd": {k: facts[k] for k in ("models", "strategies", "counts", "stats", "source_data", "command")},
-    }
-    return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
-
-
-def pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    return DatasetCardData(
+        license=(lic[0] if len(lic) == 1 else "other") if lic else "unknown",
+        task_categories=["text-generation"], language=["en"], tags=["dasd", "distillation", "synthetic", "dasd-local"],
+        size_categories=[_size_category(facts["counts"]["kept"])],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": DATA_FILES[facts["format"]]}]}],
+        dasd={k: facts[k] for k in ("models", "strategies", "counts", "stats", "source_data", "command")},
+    )
 
 
 def _stats_table(stats: list[dict]) -> list[str]:
-    cats = ("consistent", "reserved", "base_selected", "hard")
-    lines = ["| file | records | tokens | high-PPL (PPL > 2.5) | " + " | ".join(cats) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(cats)]
+    lines = [f"| file | records | tokens | high-PPL (PPL > {HIGH_PPL:g}) | " + " | ".join(CATEGORIES) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(CATEGORIES)]
     for s in stats:
         shares = s["category_shares"] or {}
         lines.append(f"| {Path(s['path']).name} | {s['records']} | {s['tokens']} | {pct(s['high_ppl_ratio'])} | "
-                     + " | ".join(pct(shares.get(c)) for c in cats) + " |")
+                     + " | ".join(pct(shares.get(c)) for c in CATEGORIES) + " |")
     return lines
 
 
@@ -134,4 +134,6 @@ def card_text(facts: dict, marker: str) -> str:
     ]
     if facts["json_columns"]:
         body += [f"Columns stored as JSON text (no common type across records): {', '.join(facts['json_columns'])}.", ""]
-    return "---\n" + front_matter(facts) + "---\n\n" + "\n".join(body)
+    from huggingface_hub import DatasetCard
+
+    return str(DatasetCard("---\n" + card_data(facts).to_yaml() + "\n---\n\n" + "\n".join(body)))

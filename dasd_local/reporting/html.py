@@ -19,43 +19,14 @@ from pathlib import Path
 
 from ..config import HIGH_PPL
 from ..schema import CATEGORIES
-from ..errors import DasdError
-from ..store.records import atomic_write_text, read_jsonl, sidecar
+from ..store.records import atomic_write_text, read_jsonl
+from .spelling import spell_tokens
 from .terminal import LEGEND
 
 PAGE_SIZE = 25
 # Past this many steps in a file, only non-consistent tokens keep their candidates (a
 # consistent token is both views' top choice): it keeps a 2,000 x 512-token run near 30 MB.
 FULL_CANDIDATES_STEPS = 200_000
-
-
-def run_model(path: Path) -> str | None:
-    """The model a run used: its manifest's, or (verify output) its source's."""
-    p = sidecar(Path(path), "manifest.json")
-    if not p.is_file():
-        return None
-    m = json.loads(p.read_text(encoding="utf-8"))
-    return m.get("model") or (m.get("source_manifest") or {}).get("model")
-
-
-def spell_tokens(ids: set[int], path: Path, model: str | None) -> tuple[dict, str]:
-    """{token id: text} from the run's (or the given) model, and a note when it could not load."""
-    model = model or run_model(path)
-    if not ids:
-        return {}, ""
-    if model is None:
-        return {}, "candidates are token ids: no manifest names the model (pass --model)"
-    from ..decoding.engine import Engine, EngineConfig
-    from ..models import resolve
-
-    try:
-        engine = Engine(resolve(model)[0], EngineConfig(n_ctx=64, n_seq_max=1, n_threads=1))
-    except DasdError as e:
-        return {}, f"candidates are token ids: model {model} not loaded ({e})"
-    try:
-        return {t: engine.token_text(t).decode("utf-8", "replace") for t in sorted(ids)}, ""
-    finally:
-        engine.close()
 
 
 def _r(x):
@@ -71,7 +42,7 @@ def compact_step(step: dict, full: bool) -> list:
             [[int(t), _r(pr), _r(pb)] for t, pr, pb in cands] if cands else 0, step.get("token")]
 
 
-def counts(steps: list[dict], threshold: float = HIGH_PPL) -> dict:
+def token_counts(steps: list[dict], threshold: float = HIGH_PPL) -> dict:
     c = Counter(s.get("category") if s.get("category") in CATEGORIES else "none" for s in steps)
     high = sum(1 for s in steps if s.get("p_base") is not None and 1 / max(float(s["p_base"]), 1e-300) > threshold)
     return {"tokens": len(steps), **c, "high_ppl": high}
@@ -83,7 +54,7 @@ def report_data(records: list[dict], vocab: dict, note: str) -> dict:
     problems, total = [], Counter()
     for r in records:
         steps = r.get("steps") or []
-        c = counts(steps)
+        c = token_counts(steps)
         total.update(c)
         problems.append({"id": str(r.get("id")), "strategy": r.get("strategy"), "finish": r.get("finish_reason"),
                          "correct": r.get("correct"), "counts": c, "response": r.get("response", ""),

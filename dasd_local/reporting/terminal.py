@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..config import HIGH_PPL
 from ..errors import InputError
-from ..store.records import read_records, sidecar
+from ..store.records import read_records
 
 STYLES = {"consistent": "", "reserved": "bold yellow", "base_selected": "bold cyan", "hard": "bold white on red", None: ""}
 LEGEND = [("consistent", "both views' top token"), ("reserved", "reference's top token, plausible to base"),
@@ -45,8 +46,8 @@ def counts_line(record: dict) -> str:
     cats = Counter(s.get("category") for s in record.get("steps", []))
     n = max(len(record.get("steps", [])), 1)
     parts = [f"{c} {cats.get(c, 0)} ({100 * cats.get(c, 0) / n:.1f}%)" for c, _ in LEGEND]
-    low = sum(1 for s in record.get("steps", []) if s.get("p_base", 1.0) < 0.4)
-    return f"{n} tokens: " + ", ".join(parts) + f"; p_base < 0.4 (PPL > 2.5): {low}"
+    high = sum(1 for s in record.get("steps", []) if 1 / max(float(s.get("p_base", 1.0)), 1e-300) > HIGH_PPL)
+    return f"{n} tokens: " + ", ".join(parts) + f"; p_base < {1 / HIGH_PPL:g} (PPL > {HIGH_PPL:g}): {high}"
 
 
 def candidates_table(record: dict, spell):
@@ -63,21 +64,6 @@ def candidates_table(record: dict, spell):
     return table
 
 
-def _speller(path: Path, model: str | None):
-    """token id -> text, from the run's model (its manifest) or the given one."""
-    import json
-
-    from ..decoding.engine import Engine, EngineConfig
-    from ..models import resolve
-
-    if model is None:
-        manifest = sidecar(path, "manifest.json")
-        if manifest.exists():
-            model = json.loads(manifest.read_text())["model"]
-    engine = Engine(resolve(model)[0], EngineConfig(n_ctx=64, n_seq_max=1))
-    return lambda tok: engine.token_text(int(tok)).decode("utf-8", "replace")
-
-
 def show(path: Path, pid: str | None = None, candidates: bool = False, limit: int = 3,
          model: str | None = None, console=None) -> int:
     """Print records (all up to `limit`, or the one with id `pid`); returns how many."""
@@ -92,7 +78,15 @@ def show(path: Path, pid: str | None = None, candidates: bool = False, limit: in
         if not records:
             raise InputError(f"{path}: no record with id {pid!r}")
     records = records[:limit] if pid is None else records
-    spell = _speller(Path(path), model) if candidates else None
+    spell = None
+    if candidates:
+        from .spelling import spell_tokens
+
+        ids = {int(c[0]) for r in records for st in r.get("steps") or [] for c in st.get("candidates") or []}
+        vocab, note = spell_tokens(ids, Path(path), model)
+        if note:
+            console.print(note, style="dim")
+        spell = lambda tok: vocab.get(int(tok), str(tok))  # noqa: E731
     console.print(legend())
     for r in records:
         title = f"{r.get('id')}  [{r.get('strategy')}]  finish={r.get('finish_reason')}"

@@ -54,7 +54,7 @@ class DataReport:
         return ", ".join(parts) + f"; {self.loss_tokens} loss tokens"
 
 
-def read_records(path: str | Path) -> tuple[list[dict], DataReport]:
+def read_training_records(path: str | Path) -> tuple[list[dict], DataReport]:
     """Training records: those with `correct` false are dropped (counted); a record
     without a response, or no record at all, is an error."""
     from ..store.records import read_jsonl

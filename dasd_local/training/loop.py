@@ -157,31 +157,29 @@ def callbacks(log_path: Path, show: bool, console=None) -> list:
 def _progress_class():
     from transformers import TrainerCallback
 
-    class RichProgress(TrainerCallback):
-        """The rich progress bar: steps, time left, loss, lr and tokens/s (main process only)."""
+    class BarCallback(TrainerCallback):
+        """The progress bar (store.progress.Bar): steps, time, loss, lr and tokens/s (main process only)."""
 
         def __init__(self, console=None):
             self.console, self.bar = console, None
 
         def on_train_begin(self, args, state, control, **kw):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from ..store.progress import Bar
 
             if not state.is_world_process_zero:
                 return
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[info]}"), console=self.console)
+            self.bar = Bar("train", state.max_steps, self.console, completed=state.global_step)
             self.bar.start()
-            self.job = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, info="")
             self.t0, self.seen = time.time(), state.num_input_tokens_seen
 
         def on_log(self, args, state, control, logs=None, **kw):
             if self.bar is not None and "loss" in (logs or {}):
                 rate = (state.num_input_tokens_seen - self.seen) / max(time.time() - self.t0, 1e-9)
-                info = f"loss {logs['loss']:.4f}  lr {logs['learning_rate']:.2e}  {rate:.0f} tok/s"
-                self.bar.update(self.job, completed=state.global_step, info=info)
+                self.bar.set_completed(state.global_step)
+                self.bar.note(f"loss {logs['loss']:.4f}  lr {logs['learning_rate']:.2e}  {rate:.0f} tok/s")
 
         def on_train_end(self, args, state, control, **kw):
             if self.bar is not None:
                 self.bar.stop()
 
-    return RichProgress
+    return BarCallback
