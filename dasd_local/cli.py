@@ -285,7 +285,7 @@ def _stats(v: Values) -> None:
     With --compare and two files: their paired difference over the common problem ids."""
     from .stats import stats as run_stats
 
-    _echo_skipped(run_stats(v.build(C.StatsConfig)), 10)
+    _echo_skipped(run_stats(v.build(C.StatsConfig))["skipped"], 10)
 
 
 SCORE_SKIPS = ("choices_field", "tests_field", "adapter", "ctx", "ubatch", "kv", "kv_type")

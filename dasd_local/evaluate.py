@@ -144,7 +144,7 @@ def accuracy(lines: list[dict]) -> dict:
 def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
     """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a distributed.RayConfig);
     returns the summary, also written to summary.json."""
-    from .store.problems import load_source
+    from .store.problems import load_source, source_name
     from .store.records import output_dir, versions
 
     on_ray = ray is not None and ray.enabled
@@ -173,7 +173,7 @@ def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
         "task": task.name, "metric": "pass@1" if task.name == "code" else "accuracy", **accuracy(lines),
         "problems": len(problems), "ran_now": len(todo), "rejudged": rejudged, "seconds_now": round(seconds, 1),
         "problems_per_s_now": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
-        "skipped_rows": len(skipped.rows), "data": str(source), **_model_info(cfg, stats.pop("info")), **stats,
+        "skipped_rows": len(skipped.rows), "data": source_name(source), **_model_info(cfg, stats.pop("info")), **stats,
         "versions": versions(),
         "config": cfg.flat(),
     }

@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict
 
 from .config import DecodeConfig, RayConfig, RunConfig, resolved
-from .decoding.slots import Stats
 from .store.lock import one_writer
 
 
@@ -24,10 +23,11 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
     written beside the output). Input problems are shown through `warn` (default: stderr)
     before anything is decoded."""
     from .decoding.session import DecodeJob
+    from .decoding.slots import Stats
     from .runner import import_ray, model_facts
     from .runner import run as run_job
     from .store.fingerprint import claim
-    from .store.problems import load_source
+    from .store.problems import load_source, source_name
     from .store.progress import interrupted
     from .store.records import RunWriter, output_dir, versions
 
@@ -69,7 +69,7 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
         **model_facts(info, run.model), "decode": info.get("decode", asdict(cfg)), "engine": info.get("engine"),
         "template": info.get("template"), **({"ray": facts["ray"]} if facts["ray"] else {}),
         "versions": versions(), "task": task.name, "answer_format": task.answer_format,
-        "data": str(source), "split": run.split, "out": str(run.out), "run": resolved(run),
+        "data": source_name(source), "split": run.split, "out": str(run.out), "run": resolved(run),
         "counts": {"problems": len(problems), "done": len(writer.done), "ran_now": len(todo) - len(failed),
                    "failed": len(writer.failed), "skipped_rows": len(skipped.rows)},
         "skipped": skipped.rows[:100], "failed_now": failed[:100],
@@ -116,7 +116,7 @@ def _fingerprint(run: RunConfig, cfg: DecodeConfig, task, source, on_ray: bool =
                 run.cpu_weights)
 
 
-def _stats_dict(stats: Stats, seconds: float) -> dict:
+def _stats_dict(stats, seconds: float) -> dict:
     d = asdict(stats)
     d["seconds"] = round(seconds, 3)
     d["emitted_per_s"] = round(stats.emitted / seconds, 2) if seconds > 0 else None

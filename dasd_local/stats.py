@@ -78,9 +78,10 @@ def write_json(found: list[dict], path: Path, paired: dict | None = None) -> Non
     atomic_write_text(Path(path), json.dumps({"files": found, **({"paired": paired} if paired else {})}, indent=2) + "\n")
 
 
-def stats(cfg: StatsConfig, console=None) -> list[str]:
+def stats(cfg: StatsConfig, console=None) -> dict:
     """Print every table (and notes on what is missing) to `console`, write the JSON and
-    the figures when asked; returns the lines of records that were skipped."""
+    the figures when asked; returns {"files": per-file statistics (with intervals under
+    "ci"), "paired": the --compare difference or None, "skipped": lines of records left out}."""
     from rich.console import Console
 
     from .analysis import intervals, tables
@@ -116,4 +117,4 @@ def stats(cfg: StatsConfig, console=None) -> list[str]:
         from .analysis.plots import write_plots
 
         console.print("wrote " + ", ".join(str(p) for p in write_plots(found, cfg.plots)))
-    return problems
+    return {"files": found, "paired": paired, "skipped": problems}

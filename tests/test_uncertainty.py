@@ -71,6 +71,28 @@ def test_paired_comparison_sees_a_shift_and_matches_ids():
     assert hp["diff"] < 0 and hp["hi"] < 0  # b is more likely under the base view everywhere
 
 
+def test_pooled_and_per_problem_differences_each_get_an_interval_and_opposite_signs_are_said():
+    """`stats --compare` printed a pooled top1_agree of -1.98 points beside a per-problem mean of
+    +1.96, unexplained: a long response weighs more in the pooled ratio of sums. Both now come
+    with their own interval, and the table says when their signs differ."""
+    import io
+
+    from rich.console import Console
+
+    from dasd_local.analysis.tables import paired_table
+
+    high, low = 0.1, 0.9  # p_base: PPL 10 (high) and 1.1
+    a = [rec("long", [high] * 50 + [low] * 50), rec("short", [low, low])]
+    b = [rec("long", [high] * 40 + [low] * 60), rec("short", [high, high])]
+    d = intervals.compare(a, b, seed=0)["metrics"]["high_ppl_ratio"]
+    assert d["diff"] == pytest.approx(42 / 102 - 50 / 102) and d["diff"] < 0  # pooled: b has fewer high tokens
+    assert d["per_problem_mean"] == pytest.approx((0.4 - 0.5 + 1.0 - 0.0) / 2) and d["per_problem_mean"] > 0
+    assert d["per_problem_lo"] <= d["per_problem_mean"] <= d["per_problem_hi"]
+    out = io.StringIO()
+    Console(file=out, width=200).print(paired_table(intervals.compare(a, b, seed=0), "a", "b"))
+    assert "opposite signs" in out.getvalue() and "high_ppl_ratio" in out.getvalue()
+
+
 def test_segment_ppl_is_the_geometric_mean_of_its_token_ppl():
     ps = [0.5, 0.25, 0.8]
     assert metrics.segment_ppl(ps) == pytest.approx(math.prod(1 / p for p in ps) ** (1 / 3))

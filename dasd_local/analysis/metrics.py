@@ -31,7 +31,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from ..config import HIGH_PPL
 from ..errors import ConfigError
@@ -222,6 +221,8 @@ def relevel(records: list[dict], field: str) -> list[dict]:
 
 def segment_ppl(p_tokens) -> float:
     """A segment's PPL: the geometric mean of its tokens' PPL (1 / p), i.e. exp(mean -log p)."""
+    import numpy as np
+
     p = np.maximum(np.asarray(p_tokens, float), 1e-300)  # an underflowed p is just very unlikely
     return float(np.exp(-np.log(p).mean()))
 
@@ -240,6 +241,8 @@ def bin_labels(edges=SEGMENT_BINS) -> list[str]:
 def histogram(values, edges=SEGMENT_BINS) -> list[float]:
     """Share of `values` in each bin (edges[i], edges[i+1]] (the first also holds its lower
     edge), the last bin open above: > edges[-1]."""
+    import numpy as np
+
     v = np.asarray(values, float)
     if not len(v):
         return [0.0] * len(edges)

@@ -10,7 +10,7 @@ Standard library only.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import MISSING, asdict, field, fields
+from dataclasses import MISSING, field, fields
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -70,12 +70,30 @@ def default_of(f: dataclasses.Field):
 
 
 def resolved(cfg) -> dict:
-    """The config as JSON-ready values (paths as strings), for the files beside an output."""
+    """The config as JSON-ready values (paths as strings, in-memory rows as a count), for the
+    files beside an output."""
     def plain(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
+        if in_memory(v):
+            return rows_label(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
         return str(v) if isinstance(v, Path) else v
-    return plain(asdict(cfg))
+    return plain(cfg)
+
+
+def in_memory(data) -> bool:
+    """Problem rows given as data instead of a file or hub id: a list of dicts, a `datasets.Dataset`."""
+    return (isinstance(data, (list, tuple)) and all(isinstance(r, dict) for r in data)) and len(data) > 0 \
+        or hasattr(data, "features") and hasattr(data, "num_rows")
+
+
+def rows_label(data) -> str:
+    """How in-memory rows are named in manifests and messages."""
+    return f"<{len(data)} rows in memory>"
 
 
 def one_of(*names):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .decode import DecodeConfig, eval_decode
-from .fields import AT_LEAST_1, check_fields, one_of, resolved, setting
+from .fields import AT_LEAST_1, check_fields, in_memory, one_of, resolved, setting
 
 KV_TYPES = ("f16", "q8_0")
 CPU_WEIGHTS = ("auto", "plain", "repack")  # decoding.engine.cpu_placement: how llama.cpp holds the weights on the CPU
@@ -76,8 +76,11 @@ class ProblemSource(Columns):
     split: str = setting("train", "Split of a hub dataset.", flag="--split")
 
 
-def default_out(data: str | None, strategy: str) -> Path:
-    """dasd-out/<data stem>-<strategy>.jsonl (a hub id's slashes become underscores)."""
+def default_out(data, strategy: str) -> Path:
+    """dasd-out/<data stem>-<strategy>.jsonl (a hub id's slashes become underscores; rows in
+    memory: `rows`)."""
+    if in_memory(data):
+        return Path("dasd-out") / f"rows-{strategy}.jsonl"
     stem = Path(data).stem if data and Path(data).suffix else (data or "demo").replace("/", "_")
     return Path("dasd-out") / f"{stem}-{strategy}.jsonl"
 

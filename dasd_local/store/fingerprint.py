@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config.fields import in_memory
 from ..errors import ConfigError
 from .records import atomic_write_text, sha256_file, sidecar
 
@@ -34,8 +35,13 @@ RECORDED_ONLY = {"cpu_weights"}
 
 
 def data_identity(source, split: str) -> dict:
-    """A local file by its bytes (an added column or edited row changes it); a hub dataset
-    by its id and split."""
+    """A local file by its bytes (an added column or edited row changes it); rows in memory
+    by their content; a hub dataset by its id and split."""
+    if in_memory(source):
+        import hashlib
+
+        text = json.dumps([dict(r) for r in source], sort_keys=True, default=str)
+        return {"data_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     path = Path(source)
     if path.is_file():
         return {"data_sha256": sha256_file(path)}

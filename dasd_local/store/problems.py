@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..config.fields import in_memory, rows_label
 from ..errors import InputError
 from ..schema import RECORD_KEYS
 from ..tasks import FieldMap, Problem, Task
@@ -91,9 +92,17 @@ def _hub_rows(source: str, split: str) -> Iterator[tuple[str, dict]]:
         yield f"{source}[{split}][{n}]", dict(row)
 
 
-def iter_rows(source: str | Path, split: str = "train") -> tuple[Iterator[tuple[str, dict]], Skipped]:
-    """Rows of a local file, or of a hub dataset when `source` is no existing path."""
+def source_name(source) -> str:
+    """A source as manifests and messages name it: its path or hub id, or a count of rows in memory."""
+    return rows_label(source) if in_memory(source) else str(source)
+
+
+def iter_rows(source, split: str = "train") -> tuple[Iterator[tuple[str, dict]], Skipped]:
+    """Rows of a local file, of rows in memory (a list of dicts, a `datasets.Dataset`), or of
+    a hub dataset when `source` is no existing path."""
     skipped = Skipped()
+    if in_memory(source):
+        return ((f"row {n}", dict(row)) for n, row in enumerate(source)), skipped
     path = Path(source)
     if path.exists():
         if path.is_dir():
@@ -172,7 +181,7 @@ def load_problems(
         if sample is None and limit is not None and len(problems) >= limit:
             break
     if not problems:
-        raise InputError(f"{source}: no usable rows" + (f": {skipped.summary()}" if skipped.rows else " (empty)"))
+        raise InputError(f"{source_name(source)}: no usable rows" + (f": {skipped.summary()}" if skipped.rows else " (empty)"))
     return select(problems, lambda p: p.id, sample, seed, limit), skipped
 
 
