@@ -142,7 +142,7 @@ def accuracy(lines: list[dict]) -> dict:
 
 @one_writer(lambda cfg, console=None, ray=None: cfg.out_dir, directory=True)
 def evaluate(cfg: EvalConfig, console=None, ray=None) -> dict:
-    """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a distributed.RayConfig);
+    """Run (or resume) the evaluation, here or on a Ray cluster (`ray`: a config.RayConfig);
     returns the summary, also written to summary.json."""
     from .store.problems import load_source, source_name
     from .store.records import output_dir, versions

@@ -81,7 +81,7 @@ def generate(run: RunConfig, cfg: DecodeConfig, console=None, warn=None, ray: Ra
 
 def samples_of(problems: list, n: int) -> list:
     """`--samples N`: each problem N times, as '<id>#<k>' with `problem_id` and `sample` in
-    its fields (so in its records); each sample then has its own generator (decode.py
+    its fields (so in its records); each sample then has its own generator (decoding/loop.py
     seeds it from the id), is resumed on its own, and waits for the first one to cache
     the prompts it then shares. N = 1: the problems as they are."""
     if n == 1:

@@ -16,8 +16,8 @@ the input and trains; only the main process (rank 0) tokenizes, writes the run d
 and exports. Our files are written to a temporary name and renamed (the log is
 append-only, and cut back to the checkpoint on --resume); a checkpoint counts only once
 the Trainer has written its trainer_state.json, its last file, so --resume never starts
-from a half-written one. Records -> ids/labels live in train_data.py, the model and the
-loss math in train_model.py, the Trainer in train_loop.py, GGUF export in export.py.
+from a half-written one. Records -> ids/labels live in training/data.py, the model and the
+loss math in training/model.py, the Trainer in training/loop.py, GGUF export in training/gguf.py.
 """
 
 from __future__ import annotations

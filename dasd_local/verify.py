@@ -7,7 +7,7 @@ gold solution in place of a wrong rewrite (SDFT's original recipe). With `--dedu
 of the kept records with the same response within a problem (`generate --samples`, whose
 records name their `problem_id`); the report counts problems with a correct sample beside
 the records. Rewrites of SDFT's published form must also pass its phrase filter
-(published.py). Malformed lines and records the task cannot judge are counted and
+(decoding/baselines.py). Malformed lines and records the task cannot judge are counted and
 skipped with their file:line. Knows the record layout and the tasks' verify(); knows
 nothing about models.
 """

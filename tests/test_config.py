@@ -1,4 +1,4 @@
-"""config.py is the one source of every setting: the CLI's options show each field's
+"""config/ is the one source of every setting: the CLI's options show each field's
 default and help, the checks name the setting, and the rule's settings come from the
 decode config by name."""
 

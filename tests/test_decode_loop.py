@@ -78,7 +78,7 @@ def test_a_new_problem_takes_the_template_opening_from_a_running_one():
 
 
 def test_prefill_and_decode_never_share_a_call_and_chunks_end_on_the_grid():
-    """What keeps a problem's numbers independent of its run (decode.py): a call is all
+    """What keeps a problem's numbers independent of its run (decoding/loop.py): a call is all
     decode rows (one token per view) or all prompt chunks of one length, each ending at a
     multiple of PREFILL_CHUNK or at the prompt's last-but-one token."""
     probs = problems(6)

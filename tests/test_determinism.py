@@ -1,4 +1,4 @@
-"""A problem's record does not depend on the other problems in its run (decode.py).
+"""A problem's record does not depend on the other problems in its run (decoding/loop.py).
 
 The same problems decoded with different batches, with different neighbours (another
 --limit), and split across two runs (a resume) give the same records, on the real

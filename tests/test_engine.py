@@ -82,8 +82,8 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif("not __import__('dasd_local.decoding.engine').engine.has_amx("
-                    "__import__('dasd_local.decoding.engine').engine.system_info())",
+@pytest.mark.skipif("not __import__('dasd_local.decoding.engine').decoding.engine.has_amx("
+                    "__import__('dasd_local.decoding.engine').decoding.engine.system_info())",
                     reason="llama.cpp reports no AMX kernels on this CPU (AMX_INT8 = 1 absent)")
 @pytest.mark.xfail(raises=AmxCrashed, strict=True,
                    reason="ggml-org/llama.cpp#20824: AMX matmul segfaults on the first decode. An XPASS means the "

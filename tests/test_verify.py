@@ -134,7 +134,7 @@ def test_cli_prints_a_table_and_errors_as_one_line(tmp_path, data_dir, monkeypat
 
 
 def test_a_replaced_gold_solution_keeps_its_end_of_turn_label(tmp_path, data_dir, model_path):
-    """verify -> train_data: a wrong rewrite cut at max_new_tokens (`length`) is replaced by
+    """verify -> training.data: a wrong rewrite cut at max_new_tokens (`length`) is replaced by
     the gold solution, which is complete, so training must still teach it to stop."""
     from dasd_local.train import TrainConfig
     from dasd_local.training.data import prepare_examples, read_training_records

@@ -42,7 +42,7 @@ class Sampling:
 
 
 GREEDY = Sampling()
-PUBLISHED_SAMPLING = {  # what the authors' code ran with (published.py has their prompts)
+PUBLISHED_SAMPLING = {  # what the authors' code ran with (decoding/baselines.py has their prompts)
     "self-distill": Sampling(temperature=0.95, top_p=0.7, top_k=50),  # LLaMA-Factory GeneratingArguments defaults
     "hint": Sampling(temperature=0.3, top_p=0.95, top_p_first=True),  # Run_HD_example.py: NucleusProcessor(.3, .95)
 }
@@ -135,7 +135,7 @@ class DecodeConfig:
 
     @property
     def published(self) -> str | None:
-        """The baseline whose published reference view is used (prompts.ViewBuilder), if any."""
+        """The baseline whose published reference view is used (decoding.views.ViewBuilder), if any."""
         return self.strategy if self.baseline_form == "published" else None
 
     @property

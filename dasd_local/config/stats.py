@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fields import AT_LEAST_1, check_fields, setting
+from .fields import check_fields, setting
 
 # A response token is "high-PPL" when its perplexity under the base view, 1 / p_base, is
 # above this (p_base < 0.4): the paper's Table 3 threshold, and every default that uses it.
@@ -48,7 +48,7 @@ class ViewConfig:
     id: str | None = setting(None, "Show only this problem.", flag="--id")
     candidates: bool = setting(False, "List each non-consistent token's candidates with p_R and p_B.",
                                flag="--candidates/--no-candidates")
-    limit: int = setting(3, "How many records to show without --id.", *AT_LEAST_1, flag="--limit")
+    limit: int = setting(3, "How many records to show without --id.", flag="--limit")
     model: str | None = setting(None, "Model to spell candidate tokens (default: the run's).", flag="--model", short="-m")
     html: Path | None = setting(None, "Write every record as one self-contained HTML report here instead.",
                                 flag="--html")

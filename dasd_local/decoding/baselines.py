@@ -13,7 +13,7 @@ what the authors ran, for comparisons against their papers:
   (system prompt and input prompt) and the cut of its analysis pre-pass at "# CoT".
 
 Where a template had to be fitted to our setting, the code says how. Knows texts only:
-rendering through a chat template is prompts.py's, tokens the engine's.
+rendering through a chat template is views.py's, tokens the engine's.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class EngineConfig:
     n_seq_max: int = 2
     n_batch: int = 512  # most tokens one decode call may carry
     # one micro-batch per decode call: llama.cpp cuts a call into micro-batches by the
-    # sequences in it, and a sequence's numbers change with how its tokens are cut (decode.py)
+    # sequences in it, and a sequence's numbers change with how its tokens are cut (loop.py)
     n_ubatch: int = 512
     n_gpu_layers: int = 0
     n_threads: int | None = None
@@ -104,7 +104,7 @@ def cpu_placement(choice: str) -> str:
     auto never repacks. The repacked kernels take a call's rows in groups of four (gemm)
     and the rest one by one (gemv), so a row's numbers depend on how many rows share its
     call: a problem's record would depend on the other problems in its run, which plain's
-    kernels never let happen (decode.py). What that costs is small: repacking won about 5%
+    kernels never let happen (loop.py). What that costs is small: repacking won about 5%
     at 1-4 rows per call (README, "Repacking") and lost 25-35% at 64+ rows for K-quants.
     On a CPU where llama.cpp runs AMX kernels (has_amx), repacking also crashes: its AMX
     matmul segfaults on the first decode (ggml-org/llama.cpp#20824, unfixed in 0.3.36's

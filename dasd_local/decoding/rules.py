@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # the rule's settings (top_k, tau, hard_mode, hint_beta, sampling) with their ranges live in
-# config.py, a standard-library-only module, so this one still needs nothing but numpy
+# config/, standard-library-only modules, so this one still needs nothing but numpy
 from ..config import GREEDY, PUBLISHED_SAMPLING, STRATEGIES, RuleConfig, Sampling  # noqa: F401
 
 CONSISTENT, RESERVED, BASE_SELECTED, HARD = range(4)

@@ -42,7 +42,7 @@ def auto_split(engine, split_cells: int) -> bool:
     budget. Only there is a problem's record independent of the other problems in its run:
     in the unified pool a sequence's attention runs over one pool with every other
     sequence's cells masked, and its numbers change with them (measured: Qwen2.5-Coder-0.5B,
-    logits up to 0.35 apart with one other sequence decoding; decode.py). The split cache
+    logits up to 0.35 apart with one other sequence decoding; loop.py). The split cache
     holds every sequence at the longest view's length (3x the memory on MATH); where that
     exceeds the budget the unified pool, sized by the real lengths, runs instead and the
     manifest's `kv_unified` says so."""

@@ -51,7 +51,7 @@ class Views:
 class ViewBuilder:
     """Builds both views of each problem for one engine (tokenizer + template) and task.
     `published` names a baseline (self-distill or hint) whose reference view is the
-    authors' own prompt (published.py) instead of our controlled reference view."""
+    authors' own prompt (baselines.py) instead of our controlled reference view."""
 
     def __init__(self, engine, task: Task, system: str | None = None, published: str | None = None):
         self.engine, self.task, self.system, self.published = engine, task, system, published
@@ -72,13 +72,13 @@ class ViewBuilder:
         """The reference view. The published forms put our base view's user message (the
         question and the task's answer format) where their templates say query/question;
         Hinted decoding's shadow prompt is continued with its analysis pre-pass."""
-        from . import baselines as published
+        from . import baselines
 
         query = self.task.base_user(problem)
         if self.published == "self-distill":
-            return published.sdft_reference_prompt(self.task.name, query, problem.reference, self.render_messages)
+            return baselines.sdft_reference_prompt(self.task.name, query, problem.reference, self.render_messages)
         if self.published == "hint":
-            return self.render_messages(published.hinted_shadow_messages(query, problem.reference)) + analysis
+            return self.render_messages(baselines.hinted_shadow_messages(query, problem.reference)) + analysis
         return self.render(self.task.reference_user(problem))
 
     def views(self, problem: Problem, analysis: str = "") -> Views:

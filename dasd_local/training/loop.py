@@ -9,7 +9,7 @@ Why `Trainer` and not TRL's `SFTTrainer`: the data arrive tokenized by llama.cpp
 GGUF's own vocabulary, and SFTTrainer insists on an HF tokenizer (`processing_class`),
 which transformers builds from the GGUF in tens of seconds per process only to save it
 beside every checkpoint. What SFTTrainer would add here, its chunked loss and its
-collator for pre-tokenized input_ids + labels, is used directly (train_model.load_model,
+collator for pre-tokenized input_ids + labels, is used directly (training.model.load_model,
 make_trainer). Knows nothing about records or the run directory's other files.
 """
 
@@ -54,7 +54,7 @@ def training_args(cfg: TrainConfig, run: Path, steps: int):
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=gpu,
         use_cpu=not gpu,  # without it accelerate never forms a process group of CPUs (it then picks gloo)
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient
-    )  # gradient checkpointing: switched on in the model itself (train_model), as Unsloth does its own
+    )  # gradient checkpointing: switched on in the model itself (training.model), as Unsloth does its own
 
 
 def make_trainer(model, examples: list[Example], cfg: TrainConfig, run: Path, steps: int, callbacks: list):
