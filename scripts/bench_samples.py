@@ -66,6 +66,8 @@ def pct(ci: dict) -> str:
 
 
 def main() -> None:
+    from dasd_local.config import HIGH_PPL
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--task", default="code")
@@ -75,7 +77,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=512)
-    ap.add_argument("--threshold", type=float, default=2.5, help="high PPL: 1/p_base above this (Table 3)")
+    ap.add_argument("--threshold", type=float, default=HIGH_PPL, help="high PPL: 1/p_base above this (Table 3)")
     ap.add_argument("--out", type=Path, default=None, help="keep the records here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -504,6 +504,8 @@ def publish(a, dest: Path) -> None:
 
 
 def parse(argv: list[str] | None = None):
+    from dasd_local.config import HIGH_PPL
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="registry name or GGUF path (default: the embedded model)")
     ap.add_argument("--task", default="math")
@@ -517,7 +519,7 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--max-new-tokens", type=int, default=512, help="at least 512: shorter responses stop before the answer")
     ap.add_argument("--eval-max-new-tokens", type=int, default=0, help="0: as --max-new-tokens")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--threshold", type=float, default=2.5, help="high-PPL threshold (stats and mask-ppl)")
+    ap.add_argument("--threshold", type=float, default=HIGH_PPL, help="high-PPL threshold (stats and mask-ppl)")
     ap.add_argument("--train-args", default="", help="extra `dasd-local train` options, e.g. '--epochs 1'")
     ap.add_argument("--verify-args", default="--on-fail drop", help="extra `dasd-local verify` options, e.g. '--on-fail keep-reference'")
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated subset of {','.join(STRATEGIES)}")
