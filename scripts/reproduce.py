@@ -36,6 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # evidence_stages.py, beside this script
 import evidence_stages as ev  # noqa: E402
+
+from dasd_local.train import latest_checkpoint  # noqa: E402  (the checkpoint --resume continues from)
+
 DATA = REPO.parent / "shared" / "data"
 GENERATED = ("base", "self-distill", "hint", "dasd")  # strategies that generate their data
 ON_GOLD = ("sft", "mask-ppl")  # strategies trained on the gold solutions
@@ -84,7 +87,7 @@ def train_stage(a, strategy: str, model: list[str]) -> Stage:
     if strategy == "mask-ppl":
         args += ["--mask-ppl", str(a.threshold)]
     started = (run / "config.json").exists()
-    if started and any((run / "checkpoints").glob("step-*")):
+    if started and latest_checkpoint(run) is not None:
         return Stage(f"train/{strategy}", args + ["--resume"], run / "manifest.json", requires=p["train_data"])
     return Stage(f"train/{strategy}", args, run / "manifest.json", clean=run if started else None,
                  requires=p["train_data"])

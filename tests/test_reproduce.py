@@ -78,7 +78,9 @@ def test_train_resumes_from_a_checkpoint_and_restarts_without_one(rp, tmp_path):
     (run / "config.json").write_text("{}")
     fresh = rp.train_stage(a, "dasd", [])
     assert "--resume" not in fresh.args and fresh.clean == run  # nothing to resume from: start again
-    (run / "checkpoints" / "step-4").mkdir()
+    (run / "checkpoints" / "checkpoint-4").mkdir()  # the Trainer's layout, but not yet complete
+    assert "--resume" not in rp.train_stage(a, "dasd", []).args
+    (run / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
     resumed = rp.train_stage(a, "dasd", [])
     assert resumed.args[-1] == "--resume" and resumed.clean is None
 
