@@ -117,6 +117,7 @@ def child_dasd(args) -> dict:
         placement, batch = e.config.cpu_weights, session.cfg.batch
     s = session.stats
     return {"batch": batch, "emitted": s.emitted, "seconds": secs, "rss_mb": peak_rss_mb(), "records": n, "rows": s.rows,
+            "decode_seconds": s.decode_seconds,
             "rows_per_call": s.rows / max(s.decode_calls, 1), "n_ctx": n_ctx, "layout": layout,
             "kv_mb": n_ctx * cell / 2**20, "live_kv_mb": s.peak_cells * cell / 2**20,
             "drafted": s.drafted, "accepted": s.accepted, "calls_per_token": s.decode_calls / max(s.emitted, 1),
@@ -221,6 +222,12 @@ def report(label: str, r: dict, base: dict, ceil_tps: float, args) -> None:
     print(f"forward: {fwd:.0f} tokens/s = {fwd / ceil_tps:.2f} of the ceiling ({r['rows'] - views * r['emitted']} "
           f"prefill + {views * r['emitted']} decode rows = {per:.2f} per emitted token, so the ceiling allows "
           f"{ceil_tps / per:.0f} emitted/s = {ceil_tps / per / b:.2f}x greedy)", flush=True)
+    if r.get("decode_seconds"):  # the same calls at llama.cpp's own speed: everything else is ours
+        inside = r["decode_seconds"]
+        print(f"own rows: {inside:.1f} of {r['seconds']:.1f} s inside llama.cpp's decode calls = "
+              f"{inside / r['seconds']:.2f} of the ceiling for its own rows (those calls alone; "
+              f"{r['rows'] / inside:.0f} rows/s there vs {ceil_tps:.0f} in 512-token prefill batches); "
+              f"views, the rule and the loop take the other {1 - inside / r['seconds']:.2f}", flush=True)
 
 
 def sweep(args, base: dict, ceil_tps: float, file_mb: float) -> dict:

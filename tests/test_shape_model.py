@@ -59,3 +59,14 @@ def test_bench_generate_fixed_length_on_a_shape(tiny):
     assert all(":repack" in r or ":plain" in r for r in rows if not r.startswith("greedy")), rows
     assert out.stdout.count("memory: ") == 4
     assert "ratio: dasd batch 2" in out.stdout and "/ base batch 2 =" in out.stdout
+    own = [line for line in out.stdout.splitlines() if line.startswith("own rows: ")]
+    assert len(own) == 3 and all("inside llama.cpp's decode calls" in line for line in own), own
+
+
+def test_bench_call_shapes_on_a_shape(tiny):
+    out = subprocess.run([sys.executable, "scripts/bench_call_shapes.py", "--model", str(tiny), "--streams", "4",
+                          "--contexts", "32,64", "--reps", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("prefill 512 rows") for line in lines) == 1
+    assert [line.split(" at ")[1].split(":")[0] for line in lines if line.startswith("decode 4 rows")] == ["32 cells", "64 cells"]

@@ -23,6 +23,7 @@ Knows the engine's narrow surface and the rules; knows nothing about files or th
 
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Callable, Iterable, Iterator
 
@@ -300,8 +301,10 @@ class Decoder:
         entries = self._entries(slots)
         if not entries:
             return
+        start = time.perf_counter()
         logits = self.engine.decode([e.token for e in entries], [e.pos for e in entries],
                                     [e.seq for e in entries], [e.want is not None for e in entries])
+        self.stats.decode_seconds += time.perf_counter() - start
         self.stats.decode_calls += 1
         self.stats.rows += len(entries)
         # cells in the cache now: what the problems held before this call + its decode rows

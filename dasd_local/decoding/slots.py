@@ -123,6 +123,7 @@ class Stats:
     accepted: int = 0
     finished: int = 0
     peak_cells: int = 0  # most KV cells the problems in flight held at once
+    decode_seconds: float = 0.0  # wall time inside the engine's decode calls (llama.cpp, logits copied out)
     categories: dict = field(default_factory=lambda: {c: 0 for c in CATEGORIES})
 
 
