@@ -6,3 +6,7 @@
 /work/main/.venv/bin/python -m dasd_local train /work/runs/table1/data/gold.jsonl -o /work/runs/table1/train/sft --model qwen2.5-coder-0.5b --epochs 2 --save-every 8 --no-grad-checkpoint
 /work/main/.venv/bin/python -m dasd_local train /work/runs/table1/data/gold.jsonl -o /work/runs/table1/train/sft --model qwen2.5-coder-0.5b --epochs 2 --save-every 8 --no-grad-checkpoint
 /work/main/.venv/bin/python -m dasd_local eval --data ../shared/data/mbpp/test.jsonl --task code --answer-format code-block -o /work/runs/table1/eval/sft --model qwen2.5-coder-0.5b --max-new-tokens 512 --batch 16 --adapter /work/runs/table1/train/sft/adapter.gguf
+/work/main/.venv/bin/python -m dasd_local generate --data ../shared/data/mbpp/train.jsonl --task code --answer-format code-block --strategy self-distill -o /work/runs/table1/data/self-distill.jsonl --model qwen2.5-coder-0.5b --max-new-tokens 512 --batch 16
+/work/main/.venv/bin/python -m dasd_local verify /work/runs/table1/data/self-distill.jsonl --task code -o /work/runs/table1/data/self-distill.verified.jsonl --on-fail drop
+/work/main/.venv/bin/python -m dasd_local generate --data ../shared/data/mbpp/train.jsonl --task code --answer-format code-block --strategy dasd -o /work/runs/table1/data/dasd.jsonl --model qwen2.5-coder-0.5b --max-new-tokens 512 --batch 16
+/work/main/.venv/bin/python -m dasd_local verify /work/runs/table1/data/dasd.jsonl --task code -o /work/runs/table1/data/dasd.verified.jsonl --on-fail drop
