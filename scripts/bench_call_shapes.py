@@ -49,8 +49,8 @@ def main() -> None:
         one, every = n / seconds(prefill(False), 3), n / seconds(prefill(True), 3)
         print(f"prefill {n} rows, one sequence: {one:.0f} rows/s with one row's logits (bench_generate's ceiling), "
               f"{every:.0f} rows/s with every row's logits ({every / one:.2f}x)")
+        per_call = n // 32  # fill: 32-token chunks of n // 32 streams per call, as DASD prefills
         for ctx in contexts:
-            per_call = n // 32  # fill: 32-token chunks of n // 32 streams per call, as DASD prefills
             for s in range(S):
                 e.drop(s)
             for p in range(0, ctx, 32):

@@ -4,12 +4,13 @@ embedded model through the batched engine."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dasd_local.errors import ConfigError
 from dasd_local.evaluate import PREDICTIONS, SUMMARY, EvalConfig, accuracy, eval_decode, evaluate, read_predictions
+
+from conftest import REPO
 
 
 def test_score_groups_by_level_and_subject():
@@ -85,7 +86,7 @@ def test_rejudge_checks_saved_answers_again_without_decoding(tmp_path, data_dir)
     assert run(tmp_path, data_dir, "mcq", "arc_challenge/test.jsonl", 3)["rejudged"] is None
 
 
-TABLE1 = Path(__file__).resolve().parents[1] / "results" / "mbpp-qwen2.5-coder-0.5b" / "eval"
+TABLE1 = REPO / "results" / "mbpp-qwen2.5-coder-0.5b" / "eval"
 
 
 @pytest.mark.slow
